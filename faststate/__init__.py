@@ -1,0 +1,34 @@
+"""faststate: server-side reactive state for Starlette and FastHTML, driven by Datastar."""
+
+from faststate.apps import FastStateApp
+from faststate.events import event
+from faststate.helpers import action, on, ref, signal_name, signals, text
+from faststate.instances import ause_state, use_state
+from faststate.middleware import FastStateMiddleware
+from faststate.registry import StateApp, register_state
+from faststate.scopes import StateConfig, StateScope
+from faststate.state import ReactiveState
+from faststate.stores import MemoryStore, StateStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FastStateApp",
+    "FastStateMiddleware",
+    "MemoryStore",
+    "ReactiveState",
+    "StateApp",
+    "StateConfig",
+    "StateScope",
+    "StateStore",
+    "action",
+    "ause_state",
+    "event",
+    "on",
+    "ref",
+    "register_state",
+    "signal_name",
+    "signals",
+    "text",
+    "use_state",
+]

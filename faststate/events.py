@@ -1,0 +1,206 @@
+"""The ``@event`` decorator and the binding of request values to parameters.
+
+Only methods marked with ``@event`` are reachable over HTTP, and only their
+named, typed parameters can be filled from a request.  Values are looked up
+by name in the query string, then in the top-level keys of the Datastar
+body (the page's signals) or the form, then the defaults; pydantic
+validates and converts them from the annotations.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import HTTPConnection
+
+from faststate.protocol import PATCH_MODES, PatchMode
+
+F = TypeVar("F", bound=Callable[..., Any])
+EventKind = Literal["sync", "async", "generator", "async_generator"]
+
+EVENT_ATTRIBUTE: Final = "__faststate_event__"
+EVENT_METHODS: Final = frozenset(("post", "put", "patch", "delete"))
+_NO_DEFAULT: Final = inspect.Parameter.empty
+_SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
+
+
+@dataclass(frozen=True)
+class BindError:
+    param: str
+    msg: str
+    type: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"param": self.param, "msg": self.msg, "type": self.type}
+
+
+@dataclass
+class _Param:
+    name: str
+    adapter: TypeAdapter[Any] | None  # None: receives the request
+    default: Any
+    many: bool  # a sequence type: takes every repeated query value
+
+
+@dataclass
+class EventSpec:
+    """What ``@event`` knows about one method."""
+
+    name: str
+    func: Callable[..., Any]
+    path: str | None
+    method: str
+    selector: str | None
+    mode: PatchMode
+    kind: EventKind
+    _params: list[_Param] | None = field(default=None, repr=False)
+
+    def params(self) -> list[_Param]:
+        """The bindable parameters, built on first use from the annotations."""
+        if self._params is None:
+            self._params = _build_params(self.func)
+        return self._params
+
+    def bind(
+        self,
+        connection: HTTPConnection,
+        body: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], list[BindError]]:
+        """Arguments for the method from ``connection`` and ``body``, or errors."""
+        kwargs: dict[str, Any] = {}
+        errors: list[BindError] = []
+        query = connection.query_params
+        for param in self.params():
+            if param.adapter is None:
+                kwargs[param.name] = connection
+                continue
+            values = query.getlist(param.name)
+            raw: Any
+            if values:
+                raw = values if param.many or len(values) > 1 else values[0]
+            elif param.name in body:
+                raw = body[param.name]
+            elif param.default is not _NO_DEFAULT:
+                kwargs[param.name] = param.default
+                continue
+            else:
+                errors.append(BindError(param.name, "Field required", "missing"))
+                continue
+            try:
+                kwargs[param.name] = param.adapter.validate_python(raw)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False, include_input=False)[0]
+                errors.append(BindError(param.name, first["msg"], first["type"]))
+        return kwargs, errors
+
+
+@overload
+def event(func: F, /) -> F: ...
+@overload
+def event(
+    *,
+    path: str | None = None,
+    method: str = "post",
+    selector: str | None = None,
+    mode: PatchMode = "outer",
+    merge_mode: str | None = None,
+) -> Callable[[F], F]: ...
+def event(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    path: str | None = None,
+    method: str = "post",
+    selector: str | None = None,
+    mode: PatchMode = "outer",
+    merge_mode: str | None = None,
+) -> Any:
+    """Mark a ``ReactiveState`` method as an HTTP event.
+
+    ``selector`` and ``mode`` say where returned elements are patched;
+    ``merge_mode="morph"`` (the seed's spelling) is the same as ``mode="outer"``.
+    """
+    method = method.lower()
+    if method not in EVENT_METHODS:
+        raise ValueError(f"event method must be one of {sorted(EVENT_METHODS)}, not {method!r}")
+    if merge_mode is not None:
+        if merge_mode != "morph":
+            raise ValueError("merge_mode accepts only 'morph'; use mode= for the others")
+        mode = "outer"
+    if mode not in PATCH_MODES:
+        raise ValueError(f"unknown patch mode {mode!r}")
+    if path is not None and not path.startswith("/"):
+        raise ValueError("event path must start with '/'")
+
+    def decorate(target: F) -> F:
+        name = target.__name__
+        if name.startswith("_"):
+            raise ValueError(f"{name}: names starting with '_' cannot be events")
+        _check_signature(target)
+        spec = EventSpec(name, target, path, method, selector, mode, _kind(target))
+        setattr(target, EVENT_ATTRIBUTE, spec)
+        return target
+
+    return decorate(func) if func is not None else decorate
+
+
+def event_spec(obj: Any) -> EventSpec | None:
+    spec = getattr(obj, EVENT_ATTRIBUTE, None)
+    return spec if isinstance(spec, EventSpec) else None
+
+
+def _kind(func: Callable[..., Any]) -> EventKind:
+    if inspect.isasyncgenfunction(func):
+        return "async_generator"
+    if inspect.isgeneratorfunction(func):
+        return "generator"
+    if inspect.iscoroutinefunction(func):
+        return "async"
+    return "sync"
+
+
+def _check_signature(func: Callable[..., Any]) -> None:
+    params = list(inspect.signature(func).parameters.values())
+    if not params:
+        raise TypeError(f"{func.__name__}: an event is a method and needs self")
+    for param in params[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{func.__name__}: events take named parameters only, not *args/**kwargs")
+        if param.kind is param.POSITIONAL_ONLY:
+            raise TypeError(f"{func.__name__}: parameter {param.name} cannot be positional-only")
+        if param.name.startswith("_"):
+            raise TypeError(f"{func.__name__}: parameter {param.name} cannot start with '_'")
+
+
+def _build_params(func: Callable[..., Any]) -> list[_Param]:
+    hints = typing.get_type_hints(func, include_extras=True)
+    params = []
+    for param in list(inspect.signature(func).parameters.values())[1:]:
+        annotation = hints.get(param.name, Any)
+        if _is_request_type(annotation):
+            params.append(_Param(param.name, None, param.default, False))
+            continue
+        many = _is_sequence(annotation)
+        params.append(_Param(param.name, TypeAdapter(annotation), param.default, many))
+    return params
+
+
+def _is_request_type(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, HTTPConnection)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_sequence(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence(arg) for arg in typing.get_args(annotation))
+    if origin is None:
+        return annotation in (list, tuple, set, frozenset)
+    return isinstance(origin, type) and issubclass(origin, _SEQUENCE_ORIGINS) and origin is not str

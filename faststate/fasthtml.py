@@ -1,0 +1,55 @@
+"""FastHTML extras: an app class with faststate built in, and the client script."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from fasthtml.common import FastHTML, Script
+from fastcore.xml import FT
+
+from faststate.middleware import FastStateMiddleware
+from faststate.registry import StateApp
+
+DATASTAR_V1_SRC: Final = "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.1/bundles/datastar.js"
+DATASTAR_BETA_SRC: Final = (
+    "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.0-beta.11/bundles/datastar.js"
+)
+
+
+def datastar_script(src: str | None = None, protocol: Literal["v1", "beta"] = "v1") -> FT:
+    """The ``<script type="module">`` tag loading the Datastar client.
+
+    By default from the public CDN, in the version matching ``protocol``;
+    ``src`` points it elsewhere (a self-hosted copy).
+    """
+    if src is None:
+        src = DATASTAR_BETA_SRC if protocol == "beta" else DATASTAR_V1_SRC
+    return Script(type="module", src=src)
+
+
+class FastStateHTML(StateApp, FastHTML):  # type: ignore[misc]
+    """A FastHTML app with FastStateMiddleware and the Datastar client.
+
+    ``faststate={...}`` passes options to the middleware; ``datastar_src``
+    overrides the client script (``False`` leaves it out).  htmx is off by
+    default: Datastar drives the page.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        faststate: dict[str, Any] | None = None,
+        datastar_src: str | Literal[False] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = dict(faststate or {})
+        protocol = options.get("protocol", "v1")
+        kwargs.setdefault("htmx", False)
+        kwargs.setdefault("surreal", False)
+        if datastar_src is not False:
+            protocol_name = protocol if isinstance(protocol, str) else protocol.name
+            script = datastar_script(datastar_src, protocol_name)
+            hdrs = kwargs.get("hdrs") or ()
+            kwargs["hdrs"] = (script, *(hdrs if isinstance(hdrs, list | tuple) else (hdrs,)))
+        super().__init__(*args, **kwargs)
+        self.add_middleware(FastStateMiddleware, **options)

@@ -1,0 +1,73 @@
+"""Who may call an event endpoint: the cross-site and body rules.
+
+Event endpoints change state, so a page on another site must not be able to
+call them.  The Datastar client always sends ``Datastar-Request: true``, a
+header no plain cross-site form or image can carry; browsers say where a
+request comes from in ``Sec-Fetch-Site`` (older ones only in ``Origin``).
+Form and plain-text bodies, which need no CORS pre-flight, are accepted only
+when same-origin is proven.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers
+
+JSON_TYPES = frozenset({"application/json"})
+FORM_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    reason: str
+
+
+def check_event_request(
+    headers: Headers,
+    host: str | None,
+    trusted_origins: frozenset[str],
+    max_body_size: int,
+) -> Refusal | None:
+    """Why a request may not reach an event, or None when it may."""
+    if headers.get("datastar-request") is None:
+        return Refusal(403, "event requests must come from Datastar (Datastar-Request header)")
+    origin = headers.get("origin")
+    trusted = origin is not None and origin in trusted_origins
+    same_origin = _same_origin(headers.get("sec-fetch-site"), origin, host)
+    if same_origin is False and not trusted:
+        return Refusal(403, "cross-site event requests are refused")
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type in FORM_TYPES:
+        if not (same_origin or trusted):
+            return Refusal(403, "form bodies are accepted only from the same origin")
+    elif content_type and content_type not in JSON_TYPES:
+        return Refusal(415, f"unsupported content type {content_type!r}")
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            return Refusal(400, "invalid Content-Length")
+        if int(length) > max_body_size:
+            return Refusal(413, f"request body over {max_body_size} bytes")
+    return None
+
+
+def _same_origin(fetch_site: str | None, origin: str | None, host: str | None) -> bool | None:
+    """True when proven same-origin, False when proven foreign, None when unknown."""
+    if fetch_site is not None:
+        if fetch_site == "same-origin":
+            return True
+        if fetch_site == "cross-site":
+            return False
+        if fetch_site == "none":  # typed into the address bar: not a page's request
+            return None
+        # "same-site": a sibling subdomain; JSON still needs the custom
+        # header (and so CORS), but it does not prove same-origin.
+        return None
+    if origin is None or origin == "null":
+        return False if origin == "null" else None
+    return urlsplit(origin).netloc.lower() == (host or "").lower()

@@ -1,0 +1,80 @@
+"""Page helpers: attribute dicts and expressions to splat into elements.
+
+They follow the protocol of the request that resolved the instance, so one
+page template serves Datastar 1.0 and beta alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from faststate.events import event_spec
+from faststate.state import ReactiveState, binding_of, signal_attributes
+
+
+def signal_name(state: ReactiveState) -> str:
+    """The namespace of this instance's signals (``CounterState``, ``TodoList_42``)."""
+    return binding_of(state).namespace
+
+
+def ref(state: ReactiveState, name: str) -> str:
+    """``$Namespace.field``: a Datastar expression reading one public field."""
+    cls = type(state)
+    field = cls.model_fields.get(name)
+    if field is not None and field.exclude is True:
+        raise AttributeError(f"{cls.__name__}.{name} is server-only (exclude=True)")
+    if field is None and name not in cls.model_computed_fields:
+        raise AttributeError(f"{cls.__name__} has no public field {name!r}")
+    return f"${signal_name(state)}.{name}"
+
+
+def text(state: ReactiveState, name: str) -> dict[str, str]:
+    """``{"data-text": "$Namespace.field"}``."""
+    return {"data-text": ref(state, name)}
+
+
+def signals(state: ReactiveState) -> dict[str, str]:
+    """``{"data-signals": <json>}`` with the public state under its namespace."""
+    return signal_attributes(state)
+
+
+def action(method: Callable[..., Any], **params: Any) -> str:
+    """A Datastar expression that runs an event: ``action(counter.increment, amount=1)``.
+
+    ``params`` go into the query string and win over page signals of the
+    same name.
+    """
+    state = getattr(method, "__self__", None)
+    spec = event_spec(getattr(method, "__func__", None))
+    if not isinstance(state, ReactiveState) or spec is None:
+        raise TypeError(
+            "action() takes an @event method of a state instance, e.g. action(counter.increment)"
+        )
+    binding = binding_of(state)
+    path = binding.url_prefix + (spec.path or f"/{type(state).__name__}/{spec.name}")
+    query: list[tuple[str, str]] = []
+    if binding.client_param is not None:
+        query.append(binding.client_param)
+    for name, value in params.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple | set | frozenset) else [value]
+        query.extend((name, _query_value(v)) for v in values)
+    url = f"{path}?{urlencode(query)}" if query else path
+    return binding.protocol.fetch_action(spec.method, url, binding.namespace)
+
+
+def on(dom_event: str, method: Callable[..., Any], **params: Any) -> dict[str, str]:
+    """``{"data-on:click": action(...)}`` (``data-on-click`` in beta)."""
+    state = getattr(method, "__self__", None)
+    if not isinstance(state, ReactiveState):
+        raise TypeError("on() takes an @event method of a state instance")
+    return {binding_of(state).protocol.on_attribute(dom_event): action(method, **params)}
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

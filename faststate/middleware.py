@@ -1,0 +1,207 @@
+"""FastStateMiddleware: the session cookie and the per-request context."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Literal
+
+from itsdangerous import BadSignature, TimestampSigner
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
+from faststate.guards import check_event_request
+from faststate.protocol import Protocol, get_protocol
+from faststate.registry import registry_of
+from faststate.stores.base import StateStore
+from faststate.stores.memory import MemoryStore
+
+logger = logging.getLogger("faststate")
+
+SECRET_KEY_ENV = "FASTSTATE_SECRET_KEY"
+GUARDED_KEY = "faststate.guarded"
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+SecretKey = str | bytes | Sequence[str | bytes]
+
+
+class FastStateMiddleware:
+    """Reads or sets the signed session cookie and guards event endpoints.
+
+    Every option has a working default: an in-memory store, Datastar 1.0,
+    a 14-day HttpOnly SameSite=Lax cookie (Secure on https).  ``secret_key``
+    may be a list of keys, newest last: cookies signed with any of them are
+    accepted, new ones are signed with the newest.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        secret_key: SecretKey | None = None,
+        store: StateStore | None = None,
+        protocol: Literal["v1", "beta"] | Protocol = "v1",
+        user_key: UserKey | None = None,
+        session_cookie: str = "faststate_session",
+        max_age: int | None = 14 * 24 * 3600,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool | None = None,
+        domain: str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        trusted_origins: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        store = store if store is not None else MemoryStore()
+        keys = _secret_keys(secret_key, store)
+        self.signer = TimestampSigner(keys, salt="faststate.session")  # type: ignore[arg-type]
+        self.runtime = Runtime(
+            store=store,
+            protocol=get_protocol(protocol),
+            user_key=user_key,
+            max_body_size=max_body_size,
+            trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
+        )
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        self.https_only = https_only
+        flags = f"path={path}; httponly; samesite={same_site}"
+        if max_age is not None:
+            flags += f"; Max-Age={max_age}"
+        if domain:
+            flags += f"; domain={domain}"
+        self._cookie_flags = flags
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or CONTEXT_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        session_id, refresh = self._read_cookie(scope)
+        context = RequestContext(self.runtime, scope.get("app"), session_id)
+        scope[CONTEXT_KEY] = context
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        if scope["method"] != "GET" and self._is_event_path(scope):
+            refusal_response, receive = await self._guard(scope, receive)
+            if refusal_response is not None:
+                await refusal_response(scope, receive, send)
+                return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start" and (
+                context.session_is_new or (refresh and context.has_session)
+            ):
+                headers = MutableHeaders(scope=message)
+                headers.append("Set-Cookie", self._cookie(scope, context.session_id))
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
+        """The session id of a valid cookie, and whether to re-issue it."""
+        cookie = _cookie_value(Headers(scope=scope).get("cookie"), self.session_cookie)
+        if cookie is None:
+            return None, False
+        try:
+            value, signed_at = self.signer.unsign(
+                cookie, max_age=self.max_age, return_timestamp=True
+            )
+        except BadSignature:
+            # Forged, expired or signed with a retired key: a fresh session,
+            # never the one the cookie names.
+            return None, False
+        session_id = value.decode("ascii", "replace")
+        refresh = False
+        if self.max_age is not None:
+            age = datetime.now(timezone.utc) - signed_at
+            refresh = age.total_seconds() > self.max_age / 2
+        return session_id, refresh
+
+    def _cookie(self, scope: Scope, session_id: str) -> str:
+        value = self.signer.sign(session_id).decode("ascii")
+        flags = self._cookie_flags
+        secure = self.https_only if self.https_only is not None else scope["scheme"] == "https"
+        if secure:
+            flags += "; secure"
+        return f"{self.session_cookie}={value}; {flags}"
+
+    def _is_event_path(self, scope: Scope) -> bool:
+        app = scope.get("app")
+        registry = registry_of(app, create=False) if app is not None else None
+        return registry is not None and scope["path"] in registry.event_paths
+
+    async def _guard(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[PlainTextResponse | None, Receive]:
+        """Refuse a hostile event request before any routing or parsing."""
+        headers = Headers(scope=scope)
+        limit = self.runtime.max_body_size
+        refusal = check_event_request(
+            headers, headers.get("host"), self.runtime.trusted_origins, limit
+        )
+        if refusal is not None:
+            return PlainTextResponse(refusal.reason, refusal.status), receive
+        # Buffer the (small) body here so that no later reader, FastHTML's
+        # form parsing included, can be made to read more than the limit.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return PlainTextResponse("client disconnected", 400), receive
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return PlainTextResponse(f"request body over {limit} bytes", 413), receive
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        scope[GUARDED_KEY] = True
+        return None, replay
+
+
+def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | bytes]:
+    if secret_key is None:
+        secret_key = os.environ.get(SECRET_KEY_ENV) or None
+    if secret_key is None:
+        if store.shared:
+            raise RuntimeError(
+                f"a shared store needs a fixed secret key (secret_key= or {SECRET_KEY_ENV}) "
+                "so that every worker accepts the same session cookies"
+            )
+        logger.warning(
+            "faststate: no secret_key and no %s; using a random key, so sessions "
+            "end when this process restarts",
+            SECRET_KEY_ENV,
+        )
+        return [secrets.token_bytes(32)]
+    keys = [secret_key] if isinstance(secret_key, str | bytes) else list(secret_key)
+    if not keys or any(not key for key in keys):
+        raise ValueError("secret_key must not be empty")
+    return keys
+
+
+def _cookie_value(header: str | None, name: str) -> str | None:
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None

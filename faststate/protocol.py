@@ -1,0 +1,171 @@
+"""Datastar wire formats: Server-Sent Events and page attributes.
+
+``v1`` is Datastar 1.0.x, formatted by datastar-py.  ``beta`` is Datastar
+1.0.0-beta.11 (the names of the 0.21 line), which datastar-py no longer
+speaks, so it is formatted here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, Literal
+
+from datastar_py import ServerSentEventGenerator
+from datastar_py.attributes import action_generator
+from datastar_py.consts import ElementPatchMode
+
+PatchMode = Literal["outer", "inner", "replace", "prepend", "append", "before", "after", "remove"]
+
+PATCH_MODES: Final = frozenset(
+    ("outer", "inner", "replace", "prepend", "append", "before", "after", "remove")
+)
+SSE_HEADERS: Final = {
+    "Cache-Control": "no-cache",
+    "Content-Type": "text/event-stream",
+    "X-Accel-Buffering": "no",
+}
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON, as both clients parse it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Protocol:
+    """One Datastar dialect: how events are written and actions spelled."""
+
+    name: str
+
+    def patch_signals(self, signals: dict[str, Any], event_id: str | None = None) -> str:
+        raise NotImplementedError
+
+    def patch_elements(
+        self,
+        html: str,
+        selector: str | None = None,
+        mode: PatchMode = "outer",
+        event_id: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def on_attribute(self, event: str) -> str:
+        """Attribute name that runs an expression on a DOM event."""
+        raise NotImplementedError
+
+    def init_attribute(self) -> str:
+        """Attribute name that runs an expression when the element loads."""
+        raise NotImplementedError
+
+    def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
+        """An ``@post(...)`` expression that is sent once and never re-sent.
+
+        ``own_namespace`` names signals the server never reads (the state's
+        own copy on the page); clients that can filter leave them out.
+        """
+        raise NotImplementedError
+
+
+class DatastarV1(Protocol):
+    name = "v1"
+
+    def patch_signals(self, signals: dict[str, Any], event_id: str | None = None) -> str:
+        return ServerSentEventGenerator.patch_signals(dump_json(signals), event_id=event_id)
+
+    def patch_elements(
+        self,
+        html: str,
+        selector: str | None = None,
+        mode: PatchMode = "outer",
+        event_id: str | None = None,
+    ) -> str:
+        if mode == "remove":
+            if not selector:
+                raise ValueError("mode='remove' needs a selector")
+            return ServerSentEventGenerator.remove_elements(selector, event_id=event_id)
+        return ServerSentEventGenerator.patch_elements(
+            html, selector=selector, mode=ElementPatchMode(mode), event_id=event_id
+        )
+
+    def on_attribute(self, event: str) -> str:
+        return f"data-on:{event}"
+
+    def init_attribute(self) -> str:
+        return "data-init"
+
+    def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
+        # The client's default filter drops signals starting with "_"; an
+        # explicit filter replaces it, so it is repeated here.
+        exclude = r"(^|\.)_"
+        if own_namespace:
+            exclude += rf"|^{own_namespace}(\.|$)"
+        build = getattr(action_generator, method)
+        expression: str = build(url, retry="never", exclude_signals=exclude)
+        return expression
+
+
+_BETA_MODES: Final = {
+    "outer": "morph",
+    "replace": "outer",
+    "inner": "inner",
+    "prepend": "prepend",
+    "append": "append",
+    "before": "before",
+    "after": "after",
+}
+
+
+class DatastarBeta(Protocol):
+    name = "beta"
+
+    def patch_signals(self, signals: dict[str, Any], event_id: str | None = None) -> str:
+        lines = [f"signals {line}" for line in dump_json(signals).splitlines()]
+        return _sse("datastar-merge-signals", lines, event_id)
+
+    def patch_elements(
+        self,
+        html: str,
+        selector: str | None = None,
+        mode: PatchMode = "outer",
+        event_id: str | None = None,
+    ) -> str:
+        if mode == "remove":
+            if not selector:
+                raise ValueError("mode='remove' needs a selector")
+            return _sse("datastar-remove-fragments", [f"selector {selector}"], event_id)
+        lines = []
+        if selector:
+            lines.append(f"selector {selector}")
+        beta_mode = _BETA_MODES[mode]
+        if beta_mode != "morph":
+            lines.append(f"mergeMode {beta_mode}")
+        lines.extend(f"fragments {line}" for line in html.splitlines())
+        return _sse("datastar-merge-fragments", lines, event_id)
+
+    def on_attribute(self, event: str) -> str:
+        return f"data-on-{event}"
+
+    def init_attribute(self) -> str:
+        return "data-on-load"
+
+    def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
+        # beta.11 cannot filter signals; retryMaxCount 0 stops silent re-sends.
+        return f"@{method}({dump_json(url)}, {{retryMaxCount: 0}})"
+
+
+def _sse(event_type: str, data_lines: list[str], event_id: str | None) -> str:
+    head = [f"event: {event_type}"]
+    if event_id:
+        head.append(f"id: {event_id}")
+    return "\n".join(head + [f"data: {line}" for line in data_lines]) + "\n\n"
+
+
+PROTOCOLS: Final[dict[str, Protocol]] = {"v1": DatastarV1(), "beta": DatastarBeta()}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    if isinstance(name, Protocol):
+        return name
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown Datastar protocol {name!r}; use 'v1' or 'beta'") from None

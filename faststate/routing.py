@@ -1,0 +1,276 @@
+"""Event endpoints: ``POST /<Class>/<event>`` from request to SSE response.
+
+The path of one event, in order: guards → body → instance address →
+authorize → parameters → lock → load → run (tracked, rolled back on error)
+→ diff → save → SSE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from typing import Any
+
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from faststate.context import RequestContext, context_of
+from faststate.events import EventSpec
+from faststate.guards import check_event_request
+from faststate.instances import address_for, authorize, binding_for, load_or_create
+from faststate.middleware import GUARDED_KEY
+from faststate.protocol import SSE_HEADERS, Protocol
+from faststate.registry import Registration
+from faststate.scopes import InstanceAddress
+from faststate.state import (
+    ReactiveState,
+    begin_tracking,
+    bind,
+    diff_tracked,
+    end_tracking,
+    resume_tracking,
+    rollback,
+)
+from faststate.stores.base import StoreUnavailable
+
+logger = logging.getLogger("faststate")
+
+_STOP = object()
+
+
+def mount_events(app: Starlette, registration: Registration) -> None:
+    """Add one POST route per event, through FastHTML's routing when it is one."""
+    for spec in registration.events.values():
+        path = registration.event_path(spec)
+        endpoint = _endpoint(registration, spec)
+        route_name = f"faststate:{registration.name}.{spec.name}"
+        if _is_fasthtml(app):
+            app.route(path, methods=[spec.method], name=route_name)(endpoint)  # type: ignore[attr-defined]
+        else:
+            app.router.routes.append(
+                Route(path, endpoint, methods=[spec.method.upper()], name=route_name)
+            )
+
+
+def _is_fasthtml(app: Any) -> bool:
+    try:
+        from fasthtml.core import FastHTML
+    except ImportError:  # pragma: no cover - fasthtml is a dependency
+        return False
+    return isinstance(app, FastHTML)
+
+
+def _endpoint(registration: Registration, spec: EventSpec) -> Any:
+    # FastHTML fills a handler's parameters by name from the request: the
+    # endpoint takes only ``req``.
+    async def endpoint(req: Request) -> Response:
+        return await handle_event(req, registration, spec)
+
+    endpoint.__name__ = f"{registration.name}_{spec.name}"
+    return endpoint
+
+
+async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
+    context = context_of(request)
+    runtime = context.runtime
+    if not request.scope.get(GUARDED_KEY):
+        refusal = check_event_request(
+            request.headers,
+            request.headers.get("host"),
+            runtime.trusted_origins,
+            runtime.max_body_size,
+        )
+        if refusal is not None:
+            return PlainTextResponse(refusal.reason, refusal.status)
+    body = await _read_body(request, runtime.max_body_size)
+    if isinstance(body, Response):
+        return body
+    address = address_for(request, context, registration)
+    await authorize(request, registration, address)
+    kwargs, errors = spec.bind(request, body)
+    if errors:
+        return JSONResponse(
+            {"detail": "invalid event parameters", "errors": [e.as_dict() for e in errors]},
+            status_code=422,
+        )
+    run = EventRun(request, context, registration, spec, address, kwargs)
+    if spec.kind in ("generator", "async_generator"):
+        return StreamingResponse(run.stream(), headers=SSE_HEADERS)
+    try:
+        return await run.once()
+    except StoreUnavailable as exc:
+        logger.error("faststate: store unavailable during %s: %s", run.label, exc)
+        return PlainTextResponse("state store unavailable, try again", 503)
+
+
+async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
+    """The top-level values the client sent: Datastar's JSON signals or form fields."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.form()
+        fields: dict[str, Any] = {}
+        for name in form:
+            values = [v for v in form.getlist(name) if isinstance(v, str)]
+            fields[name] = values[0] if len(values) == 1 else values
+        return fields
+    raw = await request.body()
+    if len(raw) > limit:
+        return PlainTextResponse(f"request body over {limit} bytes", 413)
+    if not raw.strip() or content_type == "text/plain":
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return PlainTextResponse("request body is not valid JSON", 400)
+    if not isinstance(data, dict):
+        return PlainTextResponse("request body must be a JSON object of signals", 400)
+    return data
+
+
+class EventRun:
+    """One event on one instance: run under the instance lock, diff, save."""
+
+    def __init__(
+        self,
+        request: Request,
+        context: RequestContext,
+        registration: Registration,
+        spec: EventSpec,
+        address: InstanceAddress,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.request = request
+        self.context = context
+        self.registration = registration
+        self.spec = spec
+        self.address = address
+        self.kwargs = kwargs
+        self.protocol: Protocol = context.runtime.protocol
+        self.label = f"{registration.name}.{spec.name} on {address.key}"
+
+    async def _load(self) -> ReactiveState:
+        state = await load_or_create(
+            self.context, self.registration, self.address, self.registration.cls
+        )
+        bind(state, binding_for(self.context, self.registration, self.address))
+        return state
+
+    async def _save(self, state: ReactiveState) -> None:
+        await self.context.runtime.store.save(
+            self.address.key, state, self.registration.config.ttl
+        )
+
+    async def once(self) -> Response:
+        store = self.context.runtime.store
+        async with store.lock(self.address.key):
+            state = await self._load()
+            tracker = begin_tracking(state)
+            try:
+                if self.spec.kind == "async":
+                    result = await self.spec.func(state, **self.kwargs)
+                else:
+                    result = await to_thread.run_sync(partial(self.spec.func, state, **self.kwargs))
+                chunks = [] if isinstance(result, Response) else self._render(result)
+                end_tracking(state)
+                patch = diff_tracked(state, tracker)
+                await self._save(state)
+            except BaseException as exc:
+                end_tracking(state)
+                rollback(state, tracker)
+                if isinstance(exc, HTTPException) or not isinstance(exc, Exception):
+                    raise
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                logger.exception("faststate: event %s failed; state rolled back", self.label)
+                return PlainTextResponse("event failed", 500)
+        if isinstance(result, Response):
+            return result
+        if patch:
+            chunks.append(self.protocol.patch_signals({self.address.namespace: patch}))
+        if not chunks:
+            return Response(status_code=204)
+        return Response("".join(chunks), headers=SSE_HEADERS)
+
+    async def stream(self) -> AsyncIterator[str]:
+        store = self.context.runtime.store
+        try:
+            async with store.lock(self.address.key):
+                state = await self._load()
+                tracker = begin_tracking(state)
+                try:
+                    async for item in self._steps(state):
+                        end_tracking(state)
+                        chunks = self._render(item)
+                        patch = diff_tracked(state, tracker, checkpoint=True)
+                        resume_tracking(state, tracker)
+                        if patch:
+                            chunks.append(
+                                self.protocol.patch_signals({self.address.namespace: patch})
+                            )
+                        if chunks:
+                            yield "".join(chunks)
+                    end_tracking(state)
+                    patch = diff_tracked(state, tracker, checkpoint=True)
+                    await self._save(state)
+                except BaseException as exc:
+                    end_tracking(state)
+                    rollback(state, tracker)
+                    # Undo on the page what this stream already showed.
+                    correction = diff_tracked(state, tracker, checkpoint=True)
+                    if isinstance(exc, Exception):
+                        logger.exception(
+                            "faststate: event %s failed; state rolled back", self.label
+                        )
+                        if correction:
+                            yield self.protocol.patch_signals(
+                                {self.address.namespace: correction}
+                            )
+                        return
+                    raise
+                if patch:
+                    yield self.protocol.patch_signals({self.address.namespace: patch})
+        except StoreUnavailable as exc:
+            logger.error("faststate: store unavailable during %s: %s", self.label, exc)
+
+    async def _steps(self, state: ReactiveState) -> AsyncIterator[Any]:
+        if self.spec.kind == "async_generator":
+            async for item in self.spec.func(state, **self.kwargs):
+                yield item
+            return
+        iterator: Iterator[Any] = await to_thread.run_sync(
+            partial(self.spec.func, state, **self.kwargs)
+        )
+        while True:
+            item = await to_thread.run_sync(next, iterator, _STOP)
+            if item is _STOP:
+                return
+            yield item
+
+    def _render(self, result: Any) -> list[str]:
+        if result is None:
+            return []
+        items = result if isinstance(result, list | tuple) else (result,)
+        return [
+            self.protocol.patch_elements(to_html(item), self.spec.selector, self.spec.mode)
+            for item in items
+            if item is not None
+        ]
+
+
+def to_html(item: Any) -> str:
+    """HTML text of a FastHTML element, an ``__html__`` object or a string."""
+    if hasattr(item, "__ft__") and not hasattr(item, "__html__"):
+        item = item.__ft__()
+    if hasattr(item, "__html__"):
+        return str(item.__html__())
+    if isinstance(item, str):
+        return item
+    raise TypeError(
+        f"an event returned {type(item).__name__}; return None, elements, or a Response"
+    )

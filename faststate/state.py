@@ -1,0 +1,225 @@
+"""ReactiveState: typed server-side state whose changes become merge patches.
+
+Change tracking is what keeps an event's cost proportional to what it
+touched rather than to the size of the state.  While an event runs, an
+instance records, on first touch only, the pre-event value (for rollback)
+and its JSON form (for the diff) of each field the event assigns, and of
+each mutable field (list, dict, set, model) the event merely reads, since
+it may be changed in place.  Untouched fields cost nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from pydantic import BaseModel, PrivateAttr
+from sqlmodel import Field, SQLModel
+
+from faststate.protocol import Protocol, dump_json, get_protocol
+
+if TYPE_CHECKING:
+    from fastcore.xml import FT
+
+_getattribute: Final = object.__getattribute__
+_MUTABLE: Final = (list, dict, set, bytearray, BaseModel)
+_MISSING: Final = object()
+
+
+def _private_of(state: object) -> dict[str, Any] | None:
+    try:
+        private: dict[str, Any] | None = _getattribute(state, "__pydantic_private__")
+    except AttributeError:  # before pydantic has set the instance up
+        return None
+    return private
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """How a resolved instance is addressed: store key, page namespace, URLs."""
+
+    key: str
+    namespace: str
+    protocol: Protocol
+    url_prefix: str  # the prefix given to register_state, usually ""
+    client_param: tuple[str, str] | None  # ("record_id", "42") for keyed scopes
+
+
+class Tracker:
+    """Pre-event values of what one event touched."""
+
+    __slots__ = ("saved", "old_json", "fields_set", "computed_before")
+
+    def __init__(self, fields_set: set[str], computed_before: dict[str, Any]) -> None:
+        self.saved: dict[str, Any] = {}
+        self.old_json: dict[str, Any] = {}
+        self.fields_set = fields_set
+        self.computed_before = computed_before
+
+    def remember(self, state: ReactiveState, name: str, value: Any, deep: bool) -> None:
+        self.saved[name] = copy.deepcopy(value) if deep else value
+        if name in type(state).__pydantic_fields__:
+            dumped = state.model_dump(mode="json", include={name})
+            if name in dumped:  # Field(exclude=True) stays server-side
+                self.old_json[name] = dumped[name]
+
+
+class ReactiveState(SQLModel):
+    """Base class of server-side reactive state.
+
+    Public fields and computed fields are the signals the page sees; private
+    attributes and ``Field(exclude=True)`` fields never leave the server.
+    """
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+
+    _fs_binding: Binding | None = PrivateAttr(default=None)
+    _fs_tracker: Tracker | None = PrivateAttr(default=None)
+
+    __faststate_private__: ClassVar[frozenset[str]] = frozenset({"_fs_binding", "_fs_tracker"})
+
+    def __getattribute__(self, name: str) -> Any:
+        value = _getattribute(self, name)
+        if name[0] != "_" and isinstance(value, _MUTABLE):
+            private = _private_of(self)
+            tracker = private.get("_fs_tracker") if private else None
+            if (
+                tracker is not None
+                and name not in tracker.saved
+                and name in type(self).__pydantic_fields__
+            ):
+                tracker.remember(self, name, value, deep=True)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        # Private attributes live outside __dict__ and arrive here.
+        value = super().__getattr__(name)  # type: ignore[misc]
+        if isinstance(value, _MUTABLE) and name not in self.__faststate_private__:
+            private = _private_of(self)
+            tracker = private.get("_fs_tracker") if private else None
+            if tracker is not None and name not in tracker.saved:
+                tracker.remember(self, name, value, deep=True)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        private = _private_of(self)
+        tracker = private.get("_fs_tracker") if private else None
+        if private is not None and tracker is not None and name not in tracker.saved:
+            if name in type(self).__pydantic_fields__:
+                tracker.remember(self, name, self.__dict__.get(name, _MISSING), deep=False)
+            elif name in private and name not in self.__faststate_private__:
+                tracker.remember(self, name, private[name], deep=False)
+            elif name not in self.__faststate_private__:
+                tracker.saved[name] = _MISSING
+        super().__setattr__(name, value)
+
+    def __ft__(self) -> FT:
+        """An element carrying this instance's public state as ``data-signals``."""
+        from fasthtml.components import ft_hx
+
+        return ft_hx("div", **signal_attributes(self))
+
+
+def binding_of(state: ReactiveState) -> Binding:
+    """The instance's binding, or a default one for unresolved instances."""
+    private = _private_of(state)
+    binding: Binding | None = private.get("_fs_binding") if private else None
+    if binding is None:
+        name = type(state).__name__
+        binding = Binding(f"unbound:{name}", name, get_protocol("v1"), "", None)
+    return binding
+
+
+def bind(state: ReactiveState, binding: Binding) -> None:
+    _getattribute(state, "__pydantic_private__")["_fs_binding"] = binding
+
+
+def public_state(state: ReactiveState) -> dict[str, Any]:
+    """The JSON form of everything the page may see (fields and computed)."""
+    return state.model_dump(mode="json")
+
+
+def signal_attributes(state: ReactiveState) -> dict[str, str]:
+    namespace = binding_of(state).namespace
+    return {"data-signals": dump_json({namespace: public_state(state)})}
+
+
+def begin_tracking(state: ReactiveState) -> Tracker:
+    """Start recording what the coming event touches."""
+    cls = type(state)
+    computed = cls.__pydantic_computed_fields__
+    before = state.model_dump(mode="json", include=set(computed)) if computed else {}
+    tracker = Tracker(set(_getattribute(state, "__pydantic_fields_set__")), before)
+    _getattribute(state, "__pydantic_private__")["_fs_tracker"] = tracker
+    return tracker
+
+
+def end_tracking(state: ReactiveState) -> Tracker | None:
+    private = _getattribute(state, "__pydantic_private__")
+    tracker: Tracker | None = private.get("_fs_tracker")
+    private["_fs_tracker"] = None
+    return tracker
+
+
+def resume_tracking(state: ReactiveState, tracker: Tracker) -> None:
+    _getattribute(state, "__pydantic_private__")["_fs_tracker"] = tracker
+
+
+def diff_tracked(
+    state: ReactiveState, tracker: Tracker, checkpoint: bool = False
+) -> dict[str, Any]:
+    """Merge patch of the public state since ``tracker`` began (not nested).
+
+    With ``checkpoint`` the next diff starts from now (a generator event
+    flushing step by step); what rollback restores is not affected.
+    """
+    patch: dict[str, Any] = {}
+    names = set(tracker.old_json)
+    if names:
+        now = state.model_dump(mode="json", include=names)
+        for name in names:
+            old = tracker.old_json[name]
+            new = now.get(name)
+            if new != old:
+                patch[name] = merge_diff(old, new)
+        if checkpoint:
+            tracker.old_json.update(now)
+    computed = type(state).__pydantic_computed_fields__
+    if computed:
+        after = state.model_dump(mode="json", include=set(computed))
+        for name, new in after.items():
+            old = tracker.computed_before.get(name, _MISSING)
+            if new != old:
+                patch[name] = new if old is _MISSING else merge_diff(old, new)
+        if checkpoint:
+            tracker.computed_before = after
+    return patch
+
+
+def rollback(state: ReactiveState, tracker: Tracker) -> None:
+    """Put back every touched value as it was before the event."""
+    fields = type(state).__pydantic_fields__
+    values = _getattribute(state, "__dict__")
+    private = _getattribute(state, "__pydantic_private__")
+    for name, old in tracker.saved.items():
+        target = values if name in fields else private
+        if old is _MISSING:
+            target.pop(name, None)
+        else:
+            target[name] = old
+    object.__setattr__(state, "__pydantic_fields_set__", tracker.fields_set)
+
+
+def merge_diff(old: Any, new: Any) -> Any:
+    """The JSON Merge Patch (RFC 7396) turning ``old`` into ``new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        patch: dict[str, Any] = {key: None for key in old if key not in new}
+        for key, value in new.items():
+            if key not in old:
+                patch[key] = value
+            elif old[key] != value:
+                patch[key] = merge_diff(old[key], value)
+        return patch
+    return new

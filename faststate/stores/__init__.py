@@ -1,0 +1,6 @@
+"""Stores keep instances between events; see ``StateStore``."""
+
+from faststate.stores.base import StateStore, StoreUnavailable
+from faststate.stores.memory import MemoryStore
+
+__all__ = ["MemoryStore", "StateStore", "StoreUnavailable"]

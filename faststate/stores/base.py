@@ -1,0 +1,55 @@
+"""The store interface: where instances live between events."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from faststate.state import ReactiveState
+
+S = TypeVar("S", bound="ReactiveState")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; the request is answered 503."""
+
+
+class StateStore(ABC):
+    """Keeps instances by key, with expiry, and serialises events per key.
+
+    An event runs as ``async with store.lock(key)``: ``load`` → run →
+    ``save``.  ``add`` creates an instance only if the key is free and returns
+    whichever instance the key holds afterwards, so concurrent first uses
+    agree on one instance.  ``ttl`` is in seconds; ``None`` keeps the
+    instance until it is deleted or evicted.
+    """
+
+    #: True when instances are shared with other processes (needs a fixed secret key).
+    shared: bool = False
+
+    @abstractmethod
+    async def load(self, key: str, cls: type[S]) -> S | None: ...
+
+    @abstractmethod
+    def load_sync(self, key: str, cls: type[S]) -> S | None: ...
+
+    @abstractmethod
+    async def add(self, key: str, state: S, ttl: float | None) -> S: ...
+
+    @abstractmethod
+    def add_sync(self, key: str, state: S, ttl: float | None) -> S: ...
+
+    @abstractmethod
+    async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Exclusive access to ``key`` for the length of one event."""
+
+    async def aclose(self) -> None:
+        """Release connections; the default store holds none."""
