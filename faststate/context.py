@@ -37,7 +37,7 @@ class RequestContext:
     cookie, so static pages and bots do not mint sessions.
     """
 
-    __slots__ = ("runtime", "app", "_session_id", "session_is_new", "resolved")
+    __slots__ = ("_session_id", "app", "resolved", "runtime", "session_is_new")
 
     def __init__(self, runtime: Runtime, app: Any, session_id: str | None) -> None:
         self.runtime = runtime

@@ -171,7 +171,9 @@ def _check_signature(func: Callable[..., Any]) -> None:
         raise TypeError(f"{func.__name__}: an event is a method and needs self")
     for param in params[1:]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"{func.__name__}: events take named parameters only, not *args/**kwargs")
+            raise TypeError(
+                f"{func.__name__}: events take named parameters only, not *args/**kwargs"
+            )
         if param.kind is param.POSITIONAL_ONLY:
             raise TypeError(f"{func.__name__}: parameter {param.name} cannot be positional-only")
         if param.name.startswith("_"):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from fasthtml.common import FastHTML, Script
 from fastcore.xml import FT
+from fasthtml.common import FastHTML, Script
 
 from faststate.middleware import FastStateMiddleware
 from faststate.registry import StateApp
 
-DATASTAR_V1_SRC: Final = "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.1/bundles/datastar.js"
+DATASTAR_V1_SRC: Final = (
+    "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.1/bundles/datastar.js"
+)
 DATASTAR_BETA_SRC: Final = (
     "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.0-beta.11/bundles/datastar.js"
 )
@@ -47,8 +49,8 @@ class FastStateHTML(StateApp, FastHTML):  # type: ignore[misc]
         kwargs.setdefault("htmx", False)
         kwargs.setdefault("surreal", False)
         if datastar_src is not False:
-            protocol_name = protocol if isinstance(protocol, str) else protocol.name
-            script = datastar_script(datastar_src, protocol_name)
+            beta = (protocol if isinstance(protocol, str) else protocol.name) == "beta"
+            script = datastar_script(datastar_src, "beta" if beta else "v1")
             hdrs = kwargs.get("hdrs") or ()
             kwargs["hdrs"] = (script, *(hdrs if isinstance(hdrs, list | tuple) else (hdrs,)))
         super().__init__(*args, **kwargs)

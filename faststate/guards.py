@@ -16,9 +16,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 
 JSON_TYPES = frozenset({"application/json"})
-FORM_TYPES = frozenset(
-    {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
-)
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from faststate.events import event_spec
+from faststate.events import EventSpec, event_spec
 from faststate.state import ReactiveState, binding_of, signal_attributes
 
 
@@ -46,6 +46,18 @@ def action(method: Callable[..., Any], **params: Any) -> str:
     ``params`` go into the query string and win over page signals of the
     same name.
     """
+    state, spec, url = _event_target(method, params)
+    return binding_of(state).protocol.fetch_action(spec.method, url, signal_name(state))
+
+
+def event_url(method: Callable[..., Any], **params: Any) -> str:
+    """The URL that ``action(method, **params)`` posts to."""
+    return _event_target(method, params)[2]
+
+
+def _event_target(
+    method: Callable[..., Any], params: dict[str, Any]
+) -> tuple[ReactiveState, EventSpec, str]:
     state = getattr(method, "__self__", None)
     spec = event_spec(getattr(method, "__func__", None))
     if not isinstance(state, ReactiveState) or spec is None:
@@ -63,7 +75,7 @@ def action(method: Callable[..., Any], **params: Any) -> str:
         values = value if isinstance(value, list | tuple | set | frozenset) else [value]
         query.extend((name, _query_value(v)) for v in values)
     url = f"{path}?{urlencode(query)}" if query else path
-    return binding.protocol.fetch_action(spec.method, url, binding.namespace)
+    return state, spec, url
 
 
 def on(dom_event: str, method: Callable[..., Any], **params: Any) -> dict[str, str]:

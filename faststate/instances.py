@@ -17,7 +17,9 @@ from faststate.state import Binding, ReactiveState, bind
 S = TypeVar("S", bound=ReactiveState)
 
 
-def registration_for(context: RequestContext, connection: HTTPConnection, cls: type) -> Registration:
+def registration_for(
+    context: RequestContext, connection: HTTPConnection, cls: type
+) -> Registration:
     for app in (context.app, connection.scope.get("app")):
         registry = registry_of(app, create=False) if app is not None else None
         if registry is not None and cls in registry.by_class:
@@ -34,7 +36,11 @@ def address_for(
     key: str | None = None,
 ) -> InstanceAddress:
     return resolve_address(
-        connection, context, registration.name, registration.config.scope, key  # type: ignore[arg-type]
+        connection,
+        context,
+        registration.name,
+        registration.config.scope,
+        key,  # type: ignore[arg-type]
     )
 
 

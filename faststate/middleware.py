@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from itsdangerous import BadSignature, TimestampSigner
@@ -119,7 +119,7 @@ class FastStateMiddleware:
         session_id = value.decode("ascii", "replace")
         refresh = False
         if self.max_age is not None:
-            age = datetime.now(timezone.utc) - signed_at
+            age = datetime.now(UTC) - signed_at
             refresh = age.total_seconds() > self.max_age / 2
         return session_id, refresh
 

@@ -88,8 +88,9 @@ def register_state(
     if cls.__name__ in registry.by_name:
         raise ValueError(f"a state class named {cls.__name__} is already registered")
     events = _collect_events(cls)
-    config = StateConfig(scope=StateScope(scope), ttl=ttl, auto_persist=auto_persist,
-                         authorize=authorize)
+    config = StateConfig(
+        scope=StateScope(scope), ttl=ttl, auto_persist=auto_persist, authorize=authorize
+    )
     registration = Registration(cls, config, prefix, events)
     for spec in events.values():
         spec.params()  # fail at startup, not at the first click, on bad annotations

@@ -162,9 +162,7 @@ class EventRun:
         return state
 
     async def _save(self, state: ReactiveState) -> None:
-        await self.context.runtime.store.save(
-            self.address.key, state, self.registration.config.ttl
-        )
+        await self.context.runtime.store.save(self.address.key, state, self.registration.config.ttl)
 
     async def once(self) -> Response:
         store = self.context.runtime.store
@@ -228,9 +226,7 @@ class EventRun:
                             "faststate: event %s failed; state rolled back", self.label
                         )
                         if correction:
-                            yield self.protocol.patch_signals(
-                                {self.address.namespace: correction}
-                            )
+                            yield self.protocol.patch_signals({self.address.namespace: correction})
                         return
                     raise
                 if patch:

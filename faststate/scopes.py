@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Union
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 
@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
     from faststate.context import RequestContext
 
-Authorize = Callable[["Request", str], Union[bool, Awaitable[bool]]]
+Authorize = Callable[["Request", str], bool | Awaitable[bool]]
 
 MAX_ID_LENGTH = 128
 _UNSAFE_NAMESPACE_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
-class StateScope(str, Enum):
+class StateScope(StrEnum):
     """Who shares one instance of a state class."""
 
     GLOBAL = "global"

@@ -50,7 +50,7 @@ class Binding:
 class Tracker:
     """Pre-event values of what one event touched."""
 
-    __slots__ = ("saved", "old_json", "fields_set", "computed_before")
+    __slots__ = ("computed_before", "fields_set", "old_json", "saved")
 
     def __init__(self, fields_set: set[str], computed_before: dict[str, Any]) -> None:
         self.saved: dict[str, Any] = {}

@@ -51,5 +51,5 @@ class StateStore(ABC):
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         """Exclusive access to ``key`` for the length of one event."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections; the default store holds none."""

@@ -19,7 +19,7 @@ DEFAULT_MAX_INSTANCES = 100_000
 
 
 class _Entry:
-    __slots__ = ("state", "ttl", "deadline")
+    __slots__ = ("deadline", "state", "ttl")
 
     def __init__(self, state: ReactiveState, ttl: float | None, now: float) -> None:
         self.state = state

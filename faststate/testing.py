@@ -1,0 +1,174 @@
+"""Helpers for testing apps built on faststate.
+
+``fire(client, counter.increment, amount=2)`` posts an event the way the
+Datastar client does and returns the parsed answer::
+
+    result = fire(client, "/CounterState/increment", amount=2)
+    assert result.signals == {"CounterState": {"count": 2}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from faststate.helpers import event_url
+
+DATASTAR_HEADERS = {
+    "Datastar-Request": "true",
+    "Sec-Fetch-Site": "same-origin",
+}
+
+_SIGNAL_EVENTS = ("datastar-patch-signals", "datastar-merge-signals")
+_ELEMENT_EVENTS = ("datastar-patch-elements", "datastar-merge-fragments")
+
+
+@dataclass
+class SSEEvent:
+    """One Server-Sent Event; ``data`` maps each data-line keyword to its lines."""
+
+    type: str
+    data: dict[str, list[str]] = field(default_factory=dict)
+    id: str | None = None
+
+    @property
+    def signals(self) -> Any:
+        return json.loads("\n".join(self.data["signals"])) if "signals" in self.data else None
+
+    @property
+    def html(self) -> str:
+        lines = self.data.get("elements") or self.data.get("fragments") or []
+        return "\n".join(lines)
+
+    def value(self, keyword: str) -> str | None:
+        lines = self.data.get(keyword)
+        return lines[0] if lines else None
+
+
+@dataclass
+class EventResult:
+    """What an event endpoint answered."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    text: str
+    events: list[SSEEvent]
+
+    @property
+    def signals(self) -> dict[str, Any]:
+        """Every signal patch of the answer merged, as the client would apply them."""
+        merged: dict[str, Any] = {}
+        for sse in self.events:
+            if sse.type in _SIGNAL_EVENTS:
+                merged = _merge(merged, sse.signals)
+        return merged
+
+    @property
+    def elements(self) -> list[SSEEvent]:
+        return [sse for sse in self.events if sse.type in _ELEMENT_EVENTS]
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class _SyncClient(Protocol):
+    def post(self, url: str, **kwargs: Any) -> Any: ...
+
+
+class _AsyncClient(Protocol):
+    async def post(self, url: str, **kwargs: Any) -> Any: ...
+
+
+def fire(
+    client: _SyncClient,
+    target: str | Callable[..., Any],
+    /,
+    signals: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    **params: Any,
+) -> EventResult:
+    """Post an event as the Datastar client would (Starlette ``TestClient``, httpx)."""
+    url, body, all_headers = _request(target, signals, headers, params)
+    response = client.post(url, content=body, headers=all_headers)
+    return _result(response)
+
+
+async def afire(
+    client: _AsyncClient,
+    target: str | Callable[..., Any],
+    /,
+    signals: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    **params: Any,
+) -> EventResult:
+    """``fire`` for ``httpx.AsyncClient``."""
+    url, body, all_headers = _request(target, signals, headers, params)
+    response = await client.post(url, content=body, headers=all_headers)
+    return _result(response)
+
+
+def parse_sse(text: str) -> list[SSEEvent]:
+    """Split an event stream into events (comments and blank events skipped)."""
+    events: list[SSEEvent] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        current: SSEEvent | None = None
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                current = SSEEvent(value)
+            elif current is None:
+                continue
+            elif name == "id":
+                current.id = value
+            elif name == "data":
+                keyword, _, rest = value.partition(" ")
+                current.data.setdefault(keyword, []).append(rest)
+        if current is not None:
+            events.append(current)
+    return events
+
+
+def _request(
+    target: str | Callable[..., Any],
+    signals: Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    params: dict[str, Any],
+) -> tuple[str, str, dict[str, str]]:
+    if isinstance(target, str):
+        url = target
+        if params:
+            from urllib.parse import urlencode
+
+            url += ("&" if "?" in url else "?") + urlencode(_query(params.items()), doseq=True)
+    else:
+        url = event_url(target, **params)
+    all_headers = {**DATASTAR_HEADERS, "Content-Type": "application/json", **(headers or {})}
+    return url, json.dumps(dict(signals or {})), all_headers
+
+
+def _query(items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return [(k, ("true" if v else "false") if isinstance(v, bool) else v) for k, v in items]
+
+
+def _result(response: Any) -> EventResult:
+    text = response.text
+    content_type = response.headers.get("content-type", "")
+    events = parse_sse(text) if content_type.startswith("text/event-stream") else []
+    return EventResult(response.status_code, response.headers, text, events)
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
