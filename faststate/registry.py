@@ -92,12 +92,14 @@ def register_state(
         scope=StateScope(scope), ttl=ttl, auto_persist=auto_persist, authorize=authorize
     )
     registration = Registration(cls, config, prefix, events)
+    paths = []
     for spec in events.values():
         spec.params()  # fail at startup, not at the first click, on bad annotations
         path = registration.event_path(spec)
-        if path in registry.event_paths:
+        if path in registry.event_paths or path in paths:
             raise ValueError(f"event path {path} is already taken")
-        registry.event_paths.add(path)
+        paths.append(path)
+    registry.event_paths.update(paths)
     registry.by_class[cls] = registration
     registry.by_name[cls.__name__] = registration
     mount_events(app, registration)

@@ -1,0 +1,329 @@
+"""Event endpoints through a real ASGI app: binding, responses, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fasthtml.common import Li, Ul
+from pydantic import PrivateAttr, computed_field
+from sqlmodel import Field
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from faststate import FastStateMiddleware, ReactiveState, event, register_state, use_state
+from faststate.testing import DATASTAR_HEADERS, afire, fire
+
+
+class Board(ReactiveState):
+    count: int = 0
+    title: str = ""
+    items: list[str] = Field(default_factory=list)
+    secret_note: str = Field(default="server-only-note", exclude=True)
+    _api_token: str = PrivateAttr(default="private-api-token")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+    @event
+    def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+    @event
+    async def add(self, title: str, times: int = 1) -> None:
+        await asyncio.sleep(0)
+        self.items.extend([title] * times)
+
+    @event
+    def set_many(self, tags: list[int], flag: bool = False) -> None:
+        self.items = [f"{t}:{flag}" for t in tags]
+
+    @event
+    def whoami(self, request: Request) -> Response:
+        return JSONResponse({"path": request.url.path})
+
+    @event
+    def explode(self, amount: int = 1) -> None:
+        self.count += amount
+        self.items.append("half-done")
+        self._api_token = "leaked?"
+        raise RuntimeError("boom")
+
+    @event
+    def forbidden(self) -> None:
+        self.count += 100
+        raise HTTPException(409, "conflict")
+
+    @event(selector="#items", mode="inner")
+    def render(self, title: str) -> Any:
+        self.items.append(title)
+        return tuple(Li(item) for item in self.items)
+
+    @event
+    def replace_list(self) -> Any:
+        return Ul(*(Li(i) for i in self.items), id="items")
+
+    @event
+    def progress(self, steps: int = 3) -> Iterator[Any]:
+        for step in range(1, steps + 1):
+            self.count = step
+            yield None
+        yield Ul(Li("done"), id="status")
+
+    @event
+    async def aprogress(self, steps: int = 3) -> AsyncIterator[Any]:
+        for step in range(1, steps + 1):
+            self.count += 1
+            await asyncio.sleep(0)
+            yield None
+
+    @event
+    def fail_midway(self) -> Iterator[None]:
+        self.count = 50
+        yield None
+        raise ValueError("second step fails")
+
+    def not_an_event(self) -> None:
+        self.count = -1
+
+    def _private_helper(self) -> None:
+        self.count = -2
+
+
+def make_app() -> Starlette:
+    async def page(request: Request) -> PlainTextResponse:
+        board = use_state(request, Board)
+        return PlainTextResponse(f"{board.count}|{board.items}|{board.title}")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key="test-secret")
+    register_state(app, Board)
+    return app
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(make_app()) as test_client:
+        test_client.get("/")
+        yield test_client
+
+
+def page_text(client: TestClient) -> str:
+    return client.get("/").text
+
+
+def test_event_patch_contains_only_changed_signals(client: TestClient) -> None:
+    result = fire(client, "/Board/increment", amount=2)
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "text/event-stream"
+    assert result.headers["cache-control"] == "no-cache"
+    assert result.headers["x-accel-buffering"] == "no"
+    assert result.signals == {"Board": {"count": 2}}
+
+
+def test_default_parameter_used_when_absent(client: TestClient) -> None:
+    assert fire(client, "/Board/increment").signals == {"Board": {"count": 1}}
+
+
+def test_parameters_come_from_signals_body(client: TestClient) -> None:
+    result = fire(client, "/Board/add", signals={"title": "milk", "times": "2"})
+    assert result.signals == {"Board": {"items": ["milk", "milk"], "size": 2}}
+
+
+def test_query_wins_over_body(client: TestClient) -> None:
+    result = fire(client, "/Board/increment?amount=5", signals={"amount": 1})
+    assert result.signals == {"Board": {"count": 5}}
+
+
+def test_state_namespace_in_body_is_not_trusted(client: TestClient) -> None:
+    fire(client, "/Board/increment", signals={"Board": {"count": 1000}})
+    assert page_text(client).startswith("1|")
+
+
+def test_repeated_query_values_fill_a_list_parameter(client: TestClient) -> None:
+    result = fire(client, "/Board/set_many?tags=1&tags=2&flag=true")
+    assert result.signals == {"Board": {"items": ["1:True", "2:True"], "size": 2}}
+
+
+def test_invalid_and_missing_parameters_give_422_and_change_nothing(client: TestClient) -> None:
+    result = fire(client, "/Board/increment?amount=lots")
+    assert result.status_code == 422
+    assert [e["param"] for e in result.json()["errors"]] == ["amount"]
+    result = fire(client, "/Board/add", signals={"times": "x"})
+    assert result.status_code == 422
+    errors = {e["param"]: e["type"] for e in result.json()["errors"]}
+    assert errors == {"title": "missing", "times": "int_parsing"}
+    assert page_text(client) == "0|[]|"
+
+
+def test_duplicated_scalar_parameter_is_422(client: TestClient) -> None:
+    result = fire(client, "/Board/increment?amount=1&amount=2")
+    assert result.status_code == 422
+    assert page_text(client).startswith("0|")
+
+
+def test_request_parameter_and_response_passthrough(client: TestClient) -> None:
+    result = fire(client, "/Board/whoami")
+    assert result.status_code == 200
+    assert result.json() == {"path": "/Board/whoami"}
+
+
+def test_exception_rolls_back_and_answers_500_without_details(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    fire(client, "/Board/increment", amount=3)
+    result = fire(client, "/Board/explode", amount=10)
+    assert result.status_code == 500
+    assert "boom" not in result.text
+    assert "boom" in caplog.text  # details go to the server log only
+    assert page_text(client) == "3|[]|"
+    assert fire(client, "/Board/increment").signals == {"Board": {"count": 4}}
+
+
+def test_http_exception_from_event_keeps_status_and_rolls_back(client: TestClient) -> None:
+    result = fire(client, "/Board/forbidden")
+    assert result.status_code == 409
+    assert page_text(client).startswith("0|")
+
+
+def test_fragments_become_patch_elements_then_signals(client: TestClient) -> None:
+    result = fire(client, "/Board/render", title="a")
+    types = [e.type for e in result.events]
+    assert types == ["datastar-patch-elements", "datastar-patch-signals"]
+    fragment = result.elements[0]
+    assert fragment.value("selector") == "#items"
+    assert fragment.value("mode") == "inner"
+    assert fragment.html == "<li>a</li>"
+    assert result.signals == {"Board": {"items": ["a"], "size": 1}}
+
+
+def test_single_element_return_uses_default_outer_mode(client: TestClient) -> None:
+    fire(client, "/Board/add", title="x")
+    result = fire(client, "/Board/replace_list")
+    assert len(result.elements) == 1
+    assert result.elements[0].value("mode") is None  # outer is the default, not written
+    assert result.elements[0].html == '<ul id="items"><li>x</li></ul>'
+    assert result.signals == {}
+
+
+def test_sync_generator_streams_each_step(client: TestClient) -> None:
+    result = fire(client, "/Board/progress", steps=3)
+    counts = [e.signals["Board"]["count"] for e in result.events if e.signals]
+    assert counts == [1, 2, 3]
+    assert result.events[-1].type == "datastar-patch-elements"
+    assert page_text(client).startswith("3|")
+
+
+def test_async_generator_streams_each_step(client: TestClient) -> None:
+    result = fire(client, "/Board/aprogress", steps=2)
+    assert [e.signals for e in result.events] == [{"Board": {"count": 1}}, {"Board": {"count": 2}}]
+
+
+def test_generator_failure_rolls_back_and_corrects_the_page(client: TestClient) -> None:
+    fire(client, "/Board/increment", amount=7)
+    result = fire(client, "/Board/fail_midway")
+    assert [e.signals for e in result.events] == [{"Board": {"count": 50}}, {"Board": {"count": 7}}]
+    assert page_text(client).startswith("7|")
+
+
+def test_private_and_excluded_fields_never_leave_the_server(client: TestClient) -> None:
+    texts = [
+        fire(client, "/Board/add", title="t").text,
+        fire(client, "/Board/render", title="u").text,
+        fire(client, "/Board/progress").text,
+        fire(client, "/Board/explode").text,
+    ]
+    for text in texts:
+        assert "server-only-note" not in text
+        assert "private-api-token" not in text
+        assert "secret_note" not in text
+
+
+@pytest.mark.parametrize("name", ["not_an_event", "_private_helper", "model_dump", "__init__",
+                                  "__class__", "model_validate", "model_copy", "nope"])
+def test_only_decorated_methods_are_reachable(client: TestClient, name: str) -> None:
+    assert fire(client, f"/Board/{name}").status_code == 404
+    assert page_text(client).startswith("0|")
+
+
+def test_unknown_class_is_404(client: TestClient) -> None:
+    assert fire(client, "/Nope/increment").status_code == 404
+
+
+def test_get_on_event_is_405(client: TestClient) -> None:
+    assert client.get("/Board/increment", headers=DATASTAR_HEADERS).status_code == 405
+
+
+def test_event_without_changes_answers_204(client: TestClient) -> None:
+    result = fire(client, "/Board/replace_list")
+    assert result.status_code == 200  # it returned an element
+    result = fire(client, "/Board/increment", amount=0)
+    assert result.status_code == 204
+    assert result.text == ""
+
+
+async def test_a_thousand_concurrent_events_on_one_instance() -> None:
+    app = make_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as ac:
+        await ac.get("/")
+        results = await asyncio.gather(*(afire(ac, "/Board/increment") for _ in range(1000)))
+        assert all(r.status_code == 200 for r in results)
+        seen = sorted(r.signals["Board"]["count"] for r in results)
+        assert seen == list(range(1, 1001))
+        assert (await ac.get("/")).text.startswith("1000|")
+
+
+async def test_concurrent_async_events_do_not_interleave() -> None:
+    app = make_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as ac:
+        await ac.get("/")
+        await asyncio.gather(*(afire(ac, "/Board/aprogress", steps=3) for _ in range(50)))
+        assert (await ac.get("/")).text.startswith("150|")
+
+
+def test_bad_annotation_fails_at_registration() -> None:
+    class Broken(ReactiveState):
+        @event
+        def go(self, value: UndefinedName) -> None:  # type: ignore[name-defined]  # noqa: F821
+            pass
+
+    with pytest.raises(NameError):
+        register_state(Starlette(), Broken)
+
+
+def test_event_decorator_rejects_unsafe_signatures() -> None:
+    with pytest.raises(TypeError):
+        event(lambda self, **kwargs: None)
+    with pytest.raises(TypeError):
+        event(lambda self, *args: None)
+    with pytest.raises(ValueError):
+        event(method="get")
+    with pytest.raises(ValueError):
+        event(mode="sideways")  # type: ignore[arg-type]
+
+    def _hidden(self: Any) -> None: ...
+
+    with pytest.raises(ValueError):
+        event(_hidden)
+
+
+def test_merge_mode_morph_is_alias_of_outer() -> None:
+    class Morph(ReactiveState):
+        @event(merge_mode="morph")
+        def go(self) -> None: ...
+
+    from faststate.events import event_spec
+
+    spec = event_spec(Morph.go)
+    assert spec is not None and spec.mode == "outer"

@@ -1,0 +1,125 @@
+"""Wire format of both Datastar dialects, byte for byte."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fasthtml.common import Li, Ul
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from faststate import FastStateMiddleware, ReactiveState, event, on, register_state, use_state
+from faststate.protocol import get_protocol
+
+
+class Todo(ReactiveState):
+    title: str = ""
+    done: bool = False
+
+    @event
+    def rename(self, title: str) -> None:
+        self.title = title
+
+    @event(selector="#list", mode="inner")
+    def show(self) -> object:
+        return Ul(Li("a"), Li("b"))
+
+    @event(selector="#list", mode="replace")
+    def swap(self) -> object:
+        return "<ul id=\"list\">\n<li>x</li>\n</ul>"
+
+    @event(selector="#gone", mode="remove")
+    def drop(self) -> object:
+        return ""
+
+
+def make_app(protocol: str) -> Starlette:
+    async def page(request: Request) -> HTMLResponse:
+        todo = use_state(request, Todo)
+        attrs = on("click", todo.rename, title="x")
+        return HTMLResponse(next(iter(attrs)) + "=" + attrs[next(iter(attrs))])
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key="k", protocol=protocol)
+    register_state(app, Todo)
+    return app
+
+
+HEADERS = {"Datastar-Request": "true", "Content-Type": "application/json"}
+
+
+@pytest.fixture(params=["v1", "beta"])
+def client(request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    with TestClient(make_app(request.param)) as test_client:
+        yield test_client
+
+
+EXPECTED = {
+    "v1": {
+        "rename": 'event: datastar-patch-signals\ndata: signals {"Todo":{"title":"héllo"}}\n\n',
+        "show": "event: datastar-patch-elements\ndata: mode inner\ndata: selector #list\n"
+        "data: elements <ul><li>a</li><li>b</li></ul>\n\n",
+        "swap": "event: datastar-patch-elements\ndata: mode replace\ndata: selector #list\n"
+        'data: elements <ul id="list">\ndata: elements <li>x</li>\ndata: elements </ul>\n\n',
+        "drop": "event: datastar-patch-elements\ndata: mode remove\ndata: selector #gone\n\n",
+        "attr": 'data-on:click=@post("/Todo/rename?title=x", {"retry": "never", '
+        '"filterSignals": {"exclude": (new RegExp("(^|\\\\.)_|^Todo(\\\\.|$)"))}})',
+    },
+    "beta": {
+        "rename": 'event: datastar-merge-signals\ndata: signals {"Todo":{"title":"héllo"}}\n\n',
+        "show": "event: datastar-merge-fragments\ndata: selector #list\ndata: mergeMode inner\n"
+        "data: fragments <ul><li>a</li><li>b</li></ul>\n\n",
+        "swap": "event: datastar-merge-fragments\ndata: selector #list\ndata: mergeMode outer\n"
+        'data: fragments <ul id="list">\ndata: fragments <li>x</li>\ndata: fragments </ul>\n\n',
+        "drop": "event: datastar-remove-fragments\ndata: selector #gone\n\n",
+        "attr": 'data-on-click=@post("/Todo/rename?title=x", {retryMaxCount: 0})',
+    },
+}
+
+
+def protocol_of(client: TestClient) -> str:
+    return "beta" if "data-on-click" in client.get("/").text else "v1"
+
+
+@pytest.mark.parametrize("name", ["rename", "show", "swap", "drop"])
+def test_event_bytes(client: TestClient, name: str) -> None:
+    protocol = protocol_of(client)
+    query = "?title=h%C3%A9llo" if name == "rename" else ""
+    response = client.post(f"/Todo/{name}{query}", headers=HEADERS, content="{}")
+    assert response.status_code == 200
+    assert response.content.decode() == EXPECTED[protocol][name]
+
+
+def test_action_attribute(client: TestClient) -> None:
+    protocol = protocol_of(client)
+    assert client.get("/").text == EXPECTED[protocol]["attr"]
+
+
+def test_beta_null_and_morph() -> None:
+    beta = get_protocol("beta")
+    assert beta.patch_signals({"A": {"x": None}}) == (
+        'event: datastar-merge-signals\ndata: signals {"A":{"x":null}}\n\n'
+    )
+    assert beta.patch_elements("<p id=a>x</p>") == (
+        "event: datastar-merge-fragments\ndata: fragments <p id=a>x</p>\n\n"
+    )
+    assert beta.on_attribute("click") == "data-on-click"
+    assert beta.init_attribute() == "data-on-load"
+
+
+def test_v1_event_id_and_attributes() -> None:
+    v1 = get_protocol("v1")
+    assert v1.patch_signals({"A": 1}, event_id="7") == (
+        'event: datastar-patch-signals\nid: 7\ndata: signals {"A":1}\n\n'
+    )
+    assert v1.on_attribute("click") == "data-on:click"
+    assert v1.init_attribute() == "data-init"
+
+
+def test_unknown_protocol_is_refused() -> None:
+    with pytest.raises(ValueError, match="v1"):
+        get_protocol("v2")

@@ -1,0 +1,198 @@
+"""ReactiveState: change tracking, merge patches, rollback, private data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, PrivateAttr, computed_field
+from sqlmodel import Field
+
+from faststate import ReactiveState, event
+from faststate.state import (
+    begin_tracking,
+    diff_tracked,
+    end_tracking,
+    merge_diff,
+    public_state,
+    rollback,
+)
+
+
+class Address(BaseModel):
+    city: str = "Paris"
+    zip: str = "75001"
+
+
+class Profile(ReactiveState):
+    name: str = "Ada"
+    age: int = 36
+    tags: list[str] = Field(default_factory=list)
+    prefs: dict[str, Any] = Field(default_factory=lambda: {"theme": "dark", "lang": "en"})
+    address: Address = Field(default_factory=Address)
+    nickname: str | None = None
+    password_hash: str = Field(default="s3cret-hash", exclude=True)
+    _token: str = PrivateAttr(default="private-token")
+    _cache: list[int] = PrivateAttr(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tag_count(self) -> int:
+        return len(self.tags)
+
+    @event
+    def rename(self, name: str) -> None:
+        self.name = name
+
+
+def run(state: ReactiveState, change: Any) -> dict[str, Any]:
+    tracker = begin_tracking(state)
+    change(state)
+    end_tracking(state)
+    return diff_tracked(state, tracker)
+
+
+def test_untouched_event_produces_empty_patch() -> None:
+    assert run(Profile(), lambda s: None) == {}
+
+
+def test_assignment_patch_holds_only_changed_field() -> None:
+    assert run(Profile(), lambda s: setattr(s, "age", 37)) == {"age": 37}
+
+
+def test_assigning_equal_value_is_not_a_change() -> None:
+    assert run(Profile(), lambda s: setattr(s, "name", "Ada")) == {}
+
+
+def test_in_place_list_mutation_is_seen_and_updates_computed_field() -> None:
+    patch = run(Profile(), lambda s: s.tags.append("x"))
+    assert patch == {"tags": ["x"], "tag_count": 1}
+
+
+def test_nested_dict_change_is_a_nested_merge_patch() -> None:
+    def change(s: Profile) -> None:
+        s.prefs["theme"] = "light"
+        del s.prefs["lang"]
+        s.prefs["font"] = "mono"
+
+    assert run(Profile(), change) == {"prefs": {"theme": "light", "lang": None, "font": "mono"}}
+
+
+def test_nested_model_change_patches_only_changed_key() -> None:
+    def change(s: Profile) -> None:
+        s.address.city = "Lyon"
+
+    assert run(Profile(), change) == {"address": {"city": "Lyon"}}
+
+
+def test_field_set_to_none_becomes_null() -> None:
+    state = Profile(nickname="ada")
+    assert run(state, lambda s: setattr(s, "nickname", None)) == {"nickname": None}
+    assert run(state, lambda s: setattr(s, "nickname", "back")) == {"nickname": "back"}
+
+
+def test_excluded_and_private_data_never_in_patch_or_public_state() -> None:
+    def change(s: Profile) -> None:
+        s.password_hash = "new-hash"
+        s._token = "new-token"
+        s._cache.append(1)
+
+    state = Profile()
+    assert run(state, change) == {}
+    dumped = str(public_state(state))
+    for secret in ("hash", "token", "new-hash", "new-token", "_cache"):
+        assert secret not in dumped
+    assert "password_hash" not in state.__ft__().__html__()
+
+
+def test_rollback_restores_assigned_mutated_and_private_values() -> None:
+    state = Profile(tags=["a"])
+    state._cache.append(7)
+    before = state.model_dump()
+    tracker = begin_tracking(state)
+    state.name = "Grace"
+    state.tags.append("b")
+    state.prefs["theme"] = "light"
+    state.address.city = "Rome"
+    state._token = "changed"
+    state._cache.append(8)
+    state.password_hash = "x"
+    end_tracking(state)
+    rollback(state, tracker)
+    assert state.model_dump() == before
+    assert state.password_hash == "s3cret-hash"
+    assert state._token == "private-token"
+    assert state._cache == [7]
+
+
+def test_rollback_then_new_event_starts_clean() -> None:
+    state = Profile()
+    tracker = begin_tracking(state)
+    state.age = 99
+    end_tracking(state)
+    rollback(state, tracker)
+    assert run(state, lambda s: setattr(s, "age", 40)) == {"age": 40}
+
+
+def test_checkpoint_makes_next_diff_incremental() -> None:
+    state = Profile()
+    tracker = begin_tracking(state)
+    state.age = 1
+    end_tracking(state)
+    assert diff_tracked(state, tracker, checkpoint=True) == {"age": 1}
+    assert diff_tracked(state, tracker, checkpoint=True) == {}
+
+
+def test_tracking_ignores_untouched_large_field() -> None:
+    class Big(ReactiveState):
+        items: list[int] = Field(default_factory=lambda: list(range(10_000)))
+        n: int = 0
+
+    state = Big()
+    tracker = begin_tracking(state)
+    state.n += 1
+    end_tracking(state)
+    assert "items" not in tracker.saved
+    assert diff_tracked(state, tracker) == {"n": 1}
+
+
+def test_field_names_of_helpers_are_free_for_users() -> None:
+    class Free(ReactiveState):
+        text: str = "t"
+        action: str = "a"
+        signals: int = 1
+        on: bool = True
+        ref: str = "r"
+
+    state = Free()
+    assert (state.text, state.action, state.signals, state.on, state.ref) == ("t", "a", 1, True, "r")
+    assert run(state, lambda s: setattr(s, "text", "u")) == {"text": "u"}
+
+
+def test_event_method_called_directly_just_runs() -> None:
+    state = Profile()
+    state.rename("Grace")
+    assert state.name == "Grace"
+
+
+def test_base_class_adds_only_id_as_public_field() -> None:
+    class Empty(ReactiveState):
+        pass
+
+    assert set(Empty.model_fields) == {"id"}
+    assert set(public_state(Empty())) == {"id"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        (1, 2, 2),
+        ({"a": 1}, {"a": 1, "b": 2}, {"b": 2}),
+        ({"a": 1, "b": 2}, {"a": 1}, {"b": None}),
+        ({"a": {"x": 1, "y": 2}}, {"a": {"x": 1, "y": 3}}, {"a": {"y": 3}}),
+        ([1, 2], [1, 2, 3], [1, 2, 3]),
+        ({"a": 1}, [1], [1]),
+    ],
+)
+def test_merge_diff_is_rfc7396(old: Any, new: Any, patch: Any) -> None:
+    assert merge_diff(old, new) == patch
