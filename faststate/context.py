@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
 
 from faststate.protocol import Protocol
@@ -60,7 +61,9 @@ class RequestContext:
     def user_id(self, connection: HTTPConnection) -> str | None:
         """The logged-in user, from beforeware, Starlette auth, or ``user_key``."""
         auth = connection.scope.get("auth")
-        if auth is not None:
+        # Starlette's AuthenticationMiddleware keeps AuthCredentials (scopes,
+        # no identity) there; the user itself is in scope["user"].
+        if auth is not None and not isinstance(auth, AuthCredentials):
             return _user_id_from(auth)
         user = connection.scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False):

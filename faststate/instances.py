@@ -40,7 +40,7 @@ def address_for(
         context,
         registration.name,
         registration.config.scope,
-        key,  # type: ignore[arg-type]
+        key,
     )
 
 
@@ -66,7 +66,7 @@ async def authorize(
     check = registration.config.authorize
     if check is None:
         return
-    allowed = check(connection, address.key)  # type: ignore[arg-type]
+    allowed = check(connection, address.key)
     if inspect.isawaitable(allowed):
         allowed = await allowed
     if not allowed:
@@ -79,7 +79,7 @@ def _authorize_sync(
     check = registration.config.authorize
     if check is None:
         return
-    allowed: Any = check(connection, address.key)  # type: ignore[arg-type]
+    allowed: Any = check(connection, address.key)
     if inspect.isawaitable(allowed):
         allowed = _await_from_sync(allowed, "authorize")
     if not allowed:

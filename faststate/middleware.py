@@ -134,7 +134,15 @@ class FastStateMiddleware:
     def _is_event_path(self, scope: Scope) -> bool:
         app = scope.get("app")
         registry = registry_of(app, create=False) if app is not None else None
-        return registry is not None and scope["path"] in registry.event_paths
+        if registry is None:
+            return False
+        path: str = scope["path"]
+        # Under a Mount or a server --root-path, "path" still holds the
+        # prefix; routes are matched without it.
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        return path in registry.event_paths
 
     async def _guard(
         self, scope: Scope, receive: Receive

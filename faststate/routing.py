@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from functools import partial
 from typing import Any
 
 from anyio import to_thread
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -112,16 +114,25 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     """The top-level values the client sent: Datastar's JSON signals or form fields."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.form()
-        fields: dict[str, Any] = {}
-        for name in form:
-            values = [v for v in form.getlist(name) if isinstance(v, str)]
-            fields[name] = values[0] if len(values) == 1 else values
-        return fields
-    raw = await request.body()
-    if len(raw) > limit:
+    try:
+        raw = await _read_limited(request, limit)
+    except RuntimeError:
+        # FastHTML parses multipart bodies itself before the handler runs;
+        # the middleware has already bounded them.
+        return _form_fields(await request.form())
+    if raw is None:
         return PlainTextResponse(f"request body over {limit} bytes", 413)
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        parser_class = FormParser if content_type.startswith("application/") else MultiPartParser
+
+        async def replay() -> AsyncGenerator[bytes, None]:
+            yield raw
+
+        try:
+            form = await parser_class(request.headers, replay()).parse()
+        except MultiPartException as exc:
+            return PlainTextResponse(f"invalid form body: {exc.message}", 400)
+        return _form_fields(form)
     if not raw.strip() or content_type == "text/plain":
         return {}
     try:
@@ -131,6 +142,26 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     if not isinstance(data, dict):
         return PlainTextResponse("request body must be a JSON object of signals", 400)
     return data
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _form_fields(form: FormData) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in form:
+        values = [value for value in form.getlist(name) if isinstance(value, str)]
+        fields[name] = values[0] if len(values) == 1 else values
+    return fields
 
 
 class EventRun:

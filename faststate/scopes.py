@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
+    from starlette.requests import HTTPConnection
 
     from faststate.context import RequestContext
 
-Authorize = Callable[["Request", str], bool | Awaitable[bool]]
+Authorize = Callable[["HTTPConnection", str], bool | Awaitable[bool]]
 
 MAX_ID_LENGTH = 128
 _UNSAFE_NAMESPACE_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -62,7 +62,7 @@ class InstanceAddress:
 
 
 def resolve_address(
-    request: Request,
+    request: HTTPConnection,
     context: RequestContext,
     cls_name: str,
     scope: StateScope,
@@ -91,7 +91,7 @@ def resolve_address(
 
 def _client_id(
     explicit: str | None,
-    request: Request,
+    request: HTTPConnection,
     names: tuple[str, ...],
     cls_name: str,
     label: str,
@@ -107,7 +107,7 @@ def _client_id(
     return text
 
 
-def _lookup(request: Request, names: tuple[str, ...]) -> Any:
+def _lookup(request: HTTPConnection, names: tuple[str, ...]) -> Any:
     path_params = request.scope.get("path_params") or {}
     for name in names:
         if name in path_params:

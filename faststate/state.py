@@ -59,11 +59,18 @@ class Tracker:
         self.computed_before = computed_before
 
     def remember(self, state: ReactiveState, name: str, value: Any, deep: bool) -> None:
-        self.saved[name] = copy.deepcopy(value) if deep else value
+        saved = copy.deepcopy(value) if deep else value
+        dumped = None
         if name in type(state).__pydantic_fields__:
             dumped = state.model_dump(mode="json", include={name})
-            if name in dumped:  # Field(exclude=True) stays server-side
-                self.old_json[name] = dumped[name]
+        # A page rendering this instance from another thread may read the
+        # same field while a sync event runs; whichever copy is complete
+        # first was taken before the event changed anything, so it wins.
+        if name in self.saved:
+            return
+        self.saved[name] = saved
+        if dumped and name in dumped:  # Field(exclude=True) stays server-side
+            self.old_json[name] = dumped[name]
 
 
 class ReactiveState(SQLModel):

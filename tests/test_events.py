@@ -81,7 +81,7 @@ class Board(ReactiveState):
 
     @event
     async def aprogress(self, steps: int = 3) -> AsyncIterator[Any]:
-        for step in range(1, steps + 1):
+        for _ in range(steps):
             self.count += 1
             await asyncio.sleep(0)
             yield None
@@ -248,8 +248,19 @@ def test_private_and_excluded_fields_never_leave_the_server(client: TestClient) 
         assert "secret_note" not in text
 
 
-@pytest.mark.parametrize("name", ["not_an_event", "_private_helper", "model_dump", "__init__",
-                                  "__class__", "model_validate", "model_copy", "nope"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "not_an_event",
+        "_private_helper",
+        "model_dump",
+        "__init__",
+        "__class__",
+        "model_validate",
+        "model_copy",
+        "nope",
+    ],
+)
 def test_only_decorated_methods_are_reachable(client: TestClient, name: str) -> None:
     assert fire(client, f"/Board/{name}").status_code == 404
     assert page_text(client).startswith("0|")

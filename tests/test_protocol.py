@@ -30,7 +30,7 @@ class Todo(ReactiveState):
 
     @event(selector="#list", mode="replace")
     def swap(self) -> object:
-        return "<ul id=\"list\">\n<li>x</li>\n</ul>"
+        return '<ul id="list">\n<li>x</li>\n</ul>'
 
     @event(selector="#gone", mode="remove")
     def drop(self) -> object:

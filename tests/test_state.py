@@ -165,7 +165,13 @@ def test_field_names_of_helpers_are_free_for_users() -> None:
         ref: str = "r"
 
     state = Free()
-    assert (state.text, state.action, state.signals, state.on, state.ref) == ("t", "a", 1, True, "r")
+    assert (state.text, state.action, state.signals, state.on, state.ref) == (
+        "t",
+        "a",
+        1,
+        True,
+        "r",
+    )
     assert run(state, lambda s: setattr(s, "text", "u")) == {"text": "u"}
 
 
