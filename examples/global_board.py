@@ -1,0 +1,86 @@
+"""GLOBAL scope: one poll shared by every visitor.
+
+Run:  python examples/global_board.py   (serves http://127.0.0.1:5006)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fasthtml.common import Button, FastHTML, Li, Span, Titled, Ul
+from pydantic import computed_field
+from sqlmodel import Field
+
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    StateScope,
+    event,
+    on,
+    ref,
+    register_state,
+    text,
+    use_state,
+)
+from faststate.fasthtml import datastar_script
+
+Choice = Literal["tea", "coffee", "water"]
+
+
+class Poll(ReactiveState):
+    votes: dict[str, int] = Field(default_factory=lambda: {"tea": 0, "coffee": 0, "water": 0})
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> int:
+        return sum(self.votes.values())
+
+    @event
+    def vote(self, choice: Choice) -> None:
+        self.votes[choice] += 1
+
+
+def create_app(protocol: str = "v1") -> FastHTML:
+    app = FastHTML(
+        hdrs=(datastar_script(protocol=protocol),),
+        htmx=False,
+        surreal=False,
+        secret_key="board-example",
+    )
+    app.add_middleware(FastStateMiddleware, protocol=protocol)
+    register_state(app, Poll, scope=StateScope.GLOBAL)
+
+    @app.route("/")
+    def index(req):  # type: ignore[no-untyped-def]
+        poll = use_state(req, Poll)
+        return Titled(
+            "What do we drink?",
+            poll,
+            Ul(
+                *(
+                    Li(
+                        Button(
+                            choice, **on("click", poll.vote, choice=choice), id=f"vote-{choice}"
+                        ),
+                        " ",
+                        Span(
+                            **{"data-text": f"{ref(poll, 'votes')}.{choice}"},
+                            id=f"votes-{choice}",
+                        ),
+                    )
+                    for choice in ("tea", "coffee", "water")
+                )
+            ),
+            "Total: ",
+            Span(**text(poll, "total"), id="total"),
+        )
+
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=5006)

@@ -1,0 +1,127 @@
+"""USER scope with a tiny login: the same user sees the same profile everywhere.
+
+Run:  python examples/profile.py   (serves http://127.0.0.1:5005)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fasthtml.common import (
+    A,
+    Beforeware,
+    Button,
+    FastHTML,
+    Form,
+    Input,
+    P,
+    RedirectResponse,
+    Span,
+    Titled,
+)
+from pydantic import StringConstraints
+
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    StateScope,
+    action,
+    event,
+    register_state,
+    text,
+    use_state,
+)
+from faststate.fasthtml import datastar_script
+
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+USERNAME = re.compile(r"^[a-z0-9_]{1,32}$")
+
+
+class Profile(ReactiveState):
+    display_name: str = "anonymous"
+    likes: int = 0
+
+    @event
+    def rename(self, display_name: DisplayName) -> None:
+        self.display_name = display_name
+
+    @event
+    def like(self) -> None:
+        self.likes += 1
+
+
+def require_login(req, sess):  # type: ignore[no-untyped-def]
+    """FastHTML beforeware: who is logged in goes to req.scope["auth"].
+
+    FastHTML fills ``req`` and ``sess`` by name, so they carry no annotations.
+    """
+    user = sess.get("user")
+    if not user:
+        return RedirectResponse("/login", status_code=303)
+    req.scope["auth"] = user
+    return None
+
+
+def create_app(protocol: str = "v1") -> FastHTML:
+    app = FastHTML(
+        hdrs=(datastar_script(protocol=protocol),),
+        htmx=False,
+        surreal=False,
+        secret_key="profile-example",
+        before=Beforeware(require_login, skip=[r"/login", r"/logout"]),
+    )
+    app.add_middleware(FastStateMiddleware, protocol=protocol)
+    register_state(app, Profile, scope=StateScope.USER)
+    bind = "data-bind:display_name" if protocol == "v1" else "data-bind-display_name"
+    on_click = "data-on:click" if protocol == "v1" else "data-on-click"
+
+    @app.get("/login")
+    def login_form():  # type: ignore[no-untyped-def]
+        return Titled(
+            "Log in",
+            Form(
+                Input(name="username", placeholder="username", id="username"),
+                Button("Log in", type="submit", id="login"),
+                method="post",
+                action="/login",
+            ),
+        )
+
+    @app.post("/login")
+    def login(username: str, sess):  # type: ignore[no-untyped-def]
+        username = username.strip().lower()
+        if not USERNAME.match(username):
+            return RedirectResponse("/login", status_code=303)
+        sess["user"] = username
+        return RedirectResponse("/", status_code=303)
+
+    @app.get("/logout")
+    def logout(sess):  # type: ignore[no-untyped-def]
+        sess.pop("user", None)
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/")
+    def index(req):  # type: ignore[no-untyped-def]
+        profile = use_state(req, Profile)
+        return Titled(
+            "Profile",
+            profile,
+            P("Logged in as ", Span(req.scope["auth"], id="user")),
+            P("Display name: ", Span(**text(profile, "display_name"), id="display-name")),
+            P("Likes: ", Span(**text(profile, "likes"), id="likes")),
+            Input(**{bind: True}, placeholder="new display name", id="new-name"),
+            Button("Rename", **{on_click: action(profile.rename)}, id="rename"),
+            Button("Like", **{on_click: action(profile.like)}, id="like"),
+            P(A("log out", href="/logout", id="logout")),
+        )
+
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=5005)

@@ -1,0 +1,123 @@
+"""Todo lists: one RECORD-scoped state per list, shared by everyone at /lists/{id}.
+
+Run:  python examples/todos.py   (serves http://127.0.0.1:5003/lists/groceries)
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fasthtml.common import A, Button, FastHTML, Input, Li, P, RedirectResponse, Span, Titled, Ul
+from pydantic import BaseModel, StringConstraints
+from sqlmodel import Field
+
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    StateScope,
+    action,
+    event,
+    on,
+    register_state,
+    use_state,
+)
+from faststate.fasthtml import datastar_script
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class TodoItem(BaseModel):
+    id: str
+    title: str
+    done: bool = False
+
+
+class TodoList(ReactiveState):
+    items: list[TodoItem] = Field(default_factory=list)
+
+    @event
+    def add(self, title: Title) -> Any:
+        self.items.append(TodoItem(id=uuid.uuid4().hex[:8], title=title))
+        return render_items(self)
+
+    @event
+    def toggle(self, item_id: str) -> Any:
+        for item in self.items:
+            if item.id == item_id:
+                item.done = not item.done
+        return render_items(self)
+
+    @event
+    def remove(self, item_id: str) -> Any:
+        self.items = [item for item in self.items if item.id != item_id]
+        return render_items(self)
+
+    @event
+    def clear_done(self) -> Any:
+        self.items = [item for item in self.items if not item.done]
+        return render_items(self)
+
+
+def render_items(todos: TodoList) -> Any:
+    """The list, re-rendered whole and morphed into the page by Datastar."""
+    return Ul(
+        *(
+            Li(
+                Span(item.title, cls="done" if item.done else "", id=f"title-{item.id}"),
+                Button(
+                    "done" if not item.done else "undo",
+                    **on("click", todos.toggle, item_id=item.id),
+                    id=f"toggle-{item.id}",
+                ),
+                Button(
+                    "delete", **on("click", todos.remove, item_id=item.id), id=f"remove-{item.id}"
+                ),
+                id=f"item-{item.id}",
+            )
+            for item in todos.items
+        ),
+        id="items",
+    )
+
+
+def create_app(protocol: str = "v1") -> FastHTML:
+    app = FastHTML(
+        hdrs=(datastar_script(protocol=protocol),),
+        htmx=False,
+        surreal=False,
+        secret_key="todos-example",
+    )
+    app.add_middleware(FastStateMiddleware, protocol=protocol)
+    register_state(app, TodoList, scope=StateScope.RECORD)
+    bind = "data-bind:title" if protocol == "v1" else "data-bind-title"
+    on_click = "data-on:click" if protocol == "v1" else "data-on-click"
+
+    @app.route("/")
+    def home():  # type: ignore[no-untyped-def]
+        return RedirectResponse("/lists/groceries", status_code=303)
+
+    @app.route("/lists/{id}")
+    def show(req, id: str):  # type: ignore[no-untyped-def]
+        todos = use_state(req, TodoList)
+        return Titled(
+            f"Todo list: {id}",
+            todos,
+            Input(**{bind: True}, placeholder="What needs doing?", id="new-title"),
+            # The event reads the page's top-level "title" signal; clearing it
+            # right after the request was sent empties the input.
+            Button("Add", **{on_click: action(todos.add) + "; $title = ''"}, id="add"),
+            render_items(todos),
+            Button("Clear done", **on("click", todos.clear_done), id="clear-done"),
+            P(A("another list", href="/lists/chores", id="other-list")),
+        )
+
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=5003)

@@ -1,0 +1,85 @@
+"""COMPONENT scope: several instances of one component class on one page.
+
+Each stepper keeps its own value, per visitor session.
+
+Run:  python examples/widgets.py   (serves http://127.0.0.1:5004)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fasthtml.common import H2, Button, Div, FastHTML, Span, Titled
+
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    StateScope,
+    event,
+    on,
+    register_state,
+    text,
+    use_state,
+)
+from faststate.fasthtml import datastar_script
+
+
+class Stepper(ReactiveState):
+    value: int = 0
+    step: int = 1
+
+    @event
+    def up(self) -> None:
+        self.value += self.step
+
+    @event
+    def down(self) -> None:
+        self.value -= self.step
+
+    @event
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+
+def stepper_view(name: str, stepper: Stepper) -> Any:
+    return Div(
+        stepper,
+        H2(name),
+        Span(**text(stepper, "value"), id=f"{name}-value"),
+        " (step ",
+        Span(**text(stepper, "step"), id=f"{name}-step"),
+        ")",
+        Button("-", **on("click", stepper.down), id=f"{name}-down"),
+        Button("+", **on("click", stepper.up), id=f"{name}-up"),
+        Button("step 10", **on("click", stepper.set_step, step=10), id=f"{name}-step10"),
+        id=f"widget-{name}",
+    )
+
+
+def create_app(protocol: str = "v1") -> FastHTML:
+    app = FastHTML(
+        hdrs=(datastar_script(protocol=protocol),),
+        htmx=False,
+        surreal=False,
+        secret_key="widgets-example",
+    )
+    app.add_middleware(FastStateMiddleware, protocol=protocol)
+    register_state(app, Stepper, scope=StateScope.COMPONENT)
+
+    @app.route("/")
+    def index(req):  # type: ignore[no-untyped-def]
+        names = ("apples", "pears", "plums")
+        return Titled(
+            "Widgets",
+            *(stepper_view(name, use_state(req, Stepper, key=name)) for name in names),
+        )
+
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=5004)
