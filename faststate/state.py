@@ -62,7 +62,7 @@ class Tracker:
         saved = copy.deepcopy(value) if deep else value
         dumped = None
         if name in type(state).__pydantic_fields__:
-            dumped = state.model_dump(mode="json", include={name})
+            dumped = dump_public(state, {name})
         # A page rendering this instance from another thread may read the
         # same field while a sync event runs; whichever copy is complete
         # first was taken before the event changed anything, so it wins.
@@ -145,7 +145,29 @@ def bind(state: ReactiveState, binding: Binding) -> None:
 
 def public_state(state: ReactiveState) -> dict[str, Any]:
     """The JSON form of everything the page may see (fields and computed)."""
-    return state.model_dump(mode="json")
+    return dump_public(state)
+
+
+def dump_public(state: ReactiveState, include: set[str] | None = None) -> dict[str, Any]:
+    """JSON form of public values as the page receives them.
+
+    ``None`` becomes ``""``: to Datastar a ``null`` member means "delete this
+    signal", and the 1.0 client then leaves elements bound to it showing the
+    old value even after a new one arrives.  An empty string shows nothing
+    and keeps the binding alive.
+    """
+    dumped: dict[str, Any] = state.model_dump(mode="json", include=include)
+    return {name: _without_nulls(value) for name, value in dumped.items()}
+
+
+def _without_nulls(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nulls(item) if isinstance(item, dict) else item for item in value]
+    return value
 
 
 def signal_attributes(state: ReactiveState) -> dict[str, str]:
@@ -157,7 +179,7 @@ def begin_tracking(state: ReactiveState) -> Tracker:
     """Start recording what the coming event touches."""
     cls = type(state)
     computed = cls.__pydantic_computed_fields__
-    before = state.model_dump(mode="json", include=set(computed)) if computed else {}
+    before = dump_public(state, set(computed)) if computed else {}
     tracker = Tracker(set(_getattribute(state, "__pydantic_fields_set__")), before)
     _getattribute(state, "__pydantic_private__")["_fs_tracker"] = tracker
     return tracker
@@ -185,7 +207,7 @@ def diff_tracked(
     patch: dict[str, Any] = {}
     names = set(tracker.old_json)
     if names:
-        now = state.model_dump(mode="json", include=names)
+        now = dump_public(state, names)
         for name in names:
             old = tracker.old_json[name]
             new = now.get(name)
@@ -195,7 +217,7 @@ def diff_tracked(
             tracker.old_json.update(now)
     computed = type(state).__pydantic_computed_fields__
     if computed:
-        after = state.model_dump(mode="json", include=set(computed))
+        after = dump_public(state, set(computed))
         for name, new in after.items():
             old = tracker.computed_before.get(name, _MISSING)
             if new != old:

@@ -85,10 +85,21 @@ def test_nested_model_change_patches_only_changed_key() -> None:
     assert run(Profile(), change) == {"address": {"city": "Lyon"}}
 
 
-def test_field_set_to_none_becomes_null() -> None:
+def test_none_is_sent_as_empty_string_so_bindings_survive() -> None:
+    # Datastar deletes a signal patched to null and leaves its bound elements
+    # stale (see tests/browser); an empty string shows nothing instead.
     state = Profile(nickname="ada")
-    assert run(state, lambda s: setattr(s, "nickname", None)) == {"nickname": None}
+    assert run(state, lambda s: setattr(s, "nickname", None)) == {"nickname": ""}
     assert run(state, lambda s: setattr(s, "nickname", "back")) == {"nickname": "back"}
+    assert public_state(Profile())["nickname"] == ""
+
+
+def test_none_inside_dicts_is_not_a_deletion_but_removed_keys_are() -> None:
+    def change(s: Profile) -> None:
+        s.prefs["theme"] = None
+        del s.prefs["lang"]
+
+    assert run(Profile(), change) == {"prefs": {"theme": "", "lang": None}}
 
 
 def test_excluded_and_private_data_never_in_patch_or_public_state() -> None:
