@@ -14,6 +14,7 @@ from faststate.protocol import Protocol
 
 if TYPE_CHECKING:
     from faststate.stores.base import StateStore
+    from faststate.stores.sql import SQLPersistence
 
 CONTEXT_KEY: Final = "faststate"
 
@@ -25,6 +26,7 @@ class Runtime:
     """What every request of one middleware shares."""
 
     store: StateStore
+    persistence: SQLPersistence | None
     protocol: Protocol
     user_key: UserKey | None
     max_body_size: int

@@ -13,6 +13,8 @@ from faststate.context import RequestContext, context_of
 from faststate.registry import Registration, registry_of
 from faststate.scopes import InstanceAddress, resolve_address
 from faststate.state import Binding, ReactiveState, bind
+from faststate.stores.base import StoreUnavailable
+from faststate.stores.sql import SQLPersistence
 
 S = TypeVar("S", bound=ReactiveState)
 
@@ -108,9 +110,14 @@ def use_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) 
     address = address_for(request, context, registration, key)
     _authorize_sync(request, registration, address)
     store = context.runtime.store
-    state = store.load_sync(address.key, cls)
-    if state is None:
-        state = store.add_sync(address.key, cls(), registration.config.ttl)
+    persistence = persistence_for(context, registration)
+    try:
+        state = store.load_sync(address.key, cls)
+        if state is None:
+            stored = persistence.load_sync(address.key, cls) if persistence else None
+            state = store.add_sync(address.key, stored or cls(), registration.config.ttl)
+    except StoreUnavailable as exc:
+        raise HTTPException(503, "state store unavailable, try again") from exc
     return _bound(context, registration, address, state)
 
 
@@ -120,18 +127,50 @@ async def ause_state(request: HTTPConnection, cls: type[S], *, key: str | None =
     registration = registration_for(context, request, cls)
     address = address_for(request, context, registration, key)
     await authorize(request, registration, address)
-    state = await load_or_create(context, registration, address, cls)
+    try:
+        state = await load_or_create(context, registration, address, cls)
+    except StoreUnavailable as exc:
+        raise HTTPException(503, "state store unavailable, try again") from exc
     return _bound(context, registration, address, state)
 
 
 async def load_or_create(
     context: RequestContext, registration: Registration, address: InstanceAddress, cls: type[S]
 ) -> S:
+    """The stored instance; else the durable copy; else a new one."""
     store = context.runtime.store
     state = await store.load(address.key, cls)
     if state is None:
-        state = await store.add(address.key, cls(), registration.config.ttl)
+        persistence = persistence_for(context, registration)
+        stored = await persistence.load(address.key, cls) if persistence else None
+        state = await store.add(address.key, stored or cls(), registration.config.ttl)
     return state
+
+
+async def save(
+    context: RequestContext,
+    registration: Registration,
+    address: InstanceAddress,
+    state: ReactiveState,
+) -> None:
+    """Write an instance after an event: the store (version-checked), then the database."""
+    ttl = registration.config.ttl
+    await context.runtime.store.save(address.key, state, ttl)
+    persistence = persistence_for(context, registration)
+    if persistence is not None:
+        await persistence.save(address.key, state, ttl)
+
+
+def persistence_for(context: RequestContext, registration: Registration) -> SQLPersistence | None:
+    if not registration.config.auto_persist:
+        return None
+    persistence = context.runtime.persistence
+    if persistence is None:
+        raise RuntimeError(
+            f"{registration.name} has auto_persist=True but the middleware has no persistence: "
+            "add FastStateMiddleware(persistence=SQLPersistence(url))"
+        )
+    return persistence
 
 
 def _bound(

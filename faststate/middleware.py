@@ -20,6 +20,7 @@ from faststate.protocol import Protocol, get_protocol
 from faststate.registry import registry_of
 from faststate.stores.base import StateStore
 from faststate.stores.memory import MemoryStore
+from faststate.stores.sql import SQLPersistence
 
 logger = logging.getLogger("faststate")
 
@@ -32,7 +33,9 @@ SecretKey = str | bytes | Sequence[str | bytes]
 class FastStateMiddleware:
     """Reads or sets the signed session cookie and guards event endpoints.
 
-    Every option has a working default: an in-memory store, Datastar 1.0,
+    Every option has a working default: an in-memory store, no durable
+    persistence (``persistence=SQLPersistence(url)``, ``True`` for SQLite
+    in ``faststate.db``, or a URL, for ``auto_persist`` states), Datastar 1.0,
     a 14-day HttpOnly SameSite=Lax cookie (Secure on https).  ``secret_key``
     may be a list of keys, newest last: cookies signed with any of them are
     accepted, new ones are signed with the newest.
@@ -44,6 +47,7 @@ class FastStateMiddleware:
         *,
         secret_key: SecretKey | None = None,
         store: StateStore | None = None,
+        persistence: SQLPersistence | str | bool | None = None,
         protocol: Literal["v1", "beta"] | Protocol = "v1",
         user_key: UserKey | None = None,
         session_cookie: str = "faststate_session",
@@ -61,6 +65,7 @@ class FastStateMiddleware:
         self.signer = TimestampSigner(keys, salt="faststate.session")  # type: ignore[arg-type]
         self.runtime = Runtime(
             store=store,
+            persistence=_persistence(persistence),
             protocol=get_protocol(protocol),
             user_key=user_key,
             max_body_size=max_body_size,
@@ -77,6 +82,9 @@ class FastStateMiddleware:
         self._cookie_flags = flags
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_on_shutdown(send))
+            return
         if scope["type"] not in ("http", "websocket") or CONTEXT_KEY in scope:
             await self.app(scope, receive, send)
             return
@@ -102,6 +110,16 @@ class FastStateMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        async def send_and_close(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.runtime.store.aclose()
+                if self.runtime.persistence is not None:
+                    await self.runtime.persistence.aclose()
+            await send(message)
+
+        return send_and_close
 
     def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
         """The session id of a valid cookie, and whether to re-issue it."""
@@ -182,6 +200,16 @@ class FastStateMiddleware:
 
         scope[GUARDED_KEY] = True
         return None, replay
+
+
+def _persistence(option: SQLPersistence | str | bool | None) -> SQLPersistence | None:
+    if option is None or option is False:
+        return None
+    if option is True:
+        return SQLPersistence()
+    if isinstance(option, str):
+        return SQLPersistence(option)
+    return option
 
 
 def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | bytes]:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from faststate.context import RequestContext, context_of
 from faststate.events import EventSpec
 from faststate.guards import check_event_request
-from faststate.instances import address_for, authorize, binding_for, load_or_create
+from faststate.instances import address_for, authorize, binding_for, load_or_create, save
 from faststate.middleware import GUARDED_KEY
 from faststate.protocol import SSE_HEADERS, Protocol
 from faststate.registry import Registration
@@ -39,7 +39,7 @@ from faststate.state import (
     resume_tracking,
     rollback,
 )
-from faststate.stores.base import StoreUnavailable
+from faststate.stores.base import StaleState, StoreUnavailable
 
 logger = logging.getLogger("faststate")
 
@@ -109,6 +109,9 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     except StoreUnavailable as exc:
         logger.error("faststate: store unavailable during %s: %s", run.label, exc)
         return PlainTextResponse("state store unavailable, try again", 503)
+    except StaleState as exc:
+        logger.warning("faststate: %s not saved: %s", run.label, exc)
+        return PlainTextResponse("state changed concurrently, try again", 409)
 
 
 async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
@@ -193,7 +196,7 @@ class EventRun:
         return state
 
     async def _save(self, state: ReactiveState) -> None:
-        await self.context.runtime.store.save(self.address.key, state, self.registration.config.ttl)
+        await save(self.context, self.registration, self.address, state)
 
     async def once(self) -> Response:
         store = self.context.runtime.store
@@ -212,9 +215,9 @@ class EventRun:
             except BaseException as exc:
                 end_tracking(state)
                 rollback(state, tracker)
-                if isinstance(exc, HTTPException) or not isinstance(exc, Exception):
+                if isinstance(exc, HTTPException | StoreUnavailable | StaleState):
                     raise
-                if isinstance(exc, StoreUnavailable):
+                if not isinstance(exc, Exception):
                     raise
                 logger.exception("faststate: event %s failed; state rolled back", self.label)
                 return PlainTextResponse("event failed", 500)
@@ -262,8 +265,8 @@ class EventRun:
                     raise
                 if patch:
                     yield self.protocol.patch_signals({self.address.namespace: patch})
-        except StoreUnavailable as exc:
-            logger.error("faststate: store unavailable during %s: %s", self.label, exc)
+        except (StoreUnavailable, StaleState) as exc:
+            logger.error("faststate: %s not completed: %s", self.label, exc)
 
     async def _steps(self, state: ReactiveState) -> AsyncIterator[Any]:
         if self.spec.kind == "async_generator":

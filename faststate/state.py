@@ -84,8 +84,11 @@ class ReactiveState(SQLModel):
 
     _fs_binding: Binding | None = PrivateAttr(default=None)
     _fs_tracker: Tracker | None = PrivateAttr(default=None)
+    _fs_version: int = PrivateAttr(default=0)  # of the stored copy this was loaded from
 
-    __faststate_private__: ClassVar[frozenset[str]] = frozenset({"_fs_binding", "_fs_tracker"})
+    __faststate_private__: ClassVar[frozenset[str]] = frozenset(
+        {"_fs_binding", "_fs_tracker", "_fs_version"}
+    )
 
     def __getattribute__(self, name: str) -> Any:
         value = _getattribute(self, name)
@@ -137,6 +140,15 @@ def binding_of(state: ReactiveState) -> Binding:
         name = type(state).__name__
         binding = Binding(f"unbound:{name}", name, get_protocol("v1"), "", None)
     return binding
+
+
+def stored_version(state: ReactiveState) -> int:
+    private = _private_of(state)
+    return int(private.get("_fs_version", 0)) if private else 0
+
+
+def set_stored_version(state: ReactiveState, version: int) -> None:
+    _getattribute(state, "__pydantic_private__")["_fs_version"] = version
 
 
 def bind(state: ReactiveState, binding: Binding) -> None:

@@ -271,7 +271,7 @@ async def test_lock_serialises_holders_of_one_key() -> None:
     # part of the store that grows with keys used but holds no instance, and
     # nothing public shows it; an entry left behind per key would leak memory
     # under a flood of distinct keys.
-    assert store._locks == {}
+    assert len(store._locks) == 0
 
 
 async def test_locks_of_different_keys_do_not_block_each_other() -> None:
@@ -288,7 +288,7 @@ async def test_locks_of_different_keys_do_not_block_each_other() -> None:
 
     await asyncio.gather(worker("a"), worker("b"))
     assert entered == {"a", "b"}
-    assert store._locks == {}  # see test_lock_serialises_holders_of_one_key
+    assert len(store._locks) == 0  # see test_lock_serialises_holders_of_one_key
 
 
 async def test_lock_is_released_when_the_holder_raises() -> None:
@@ -297,7 +297,7 @@ async def test_lock_is_released_when_the_holder_raises() -> None:
         async with store.lock("k"):
             raise RuntimeError("boom")
     await asyncio.wait_for(_take(store, "k"), timeout=1)
-    assert store._locks == {}  # see test_lock_serialises_holders_of_one_key
+    assert len(store._locks) == 0  # see test_lock_serialises_holders_of_one_key
 
 
 async def _take(store: MemoryStore, key: str) -> None:
@@ -320,4 +320,4 @@ async def test_concurrent_events_through_an_app_all_count() -> None:
     assert final is not None and final.count == 50
     seen = sorted(r.signals["Counter"]["count"] for r in results)
     assert seen == list(range(1, 51))
-    assert store._locks == {}  # see test_lock_serialises_holders_of_one_key
+    assert len(store._locks) == 0  # see test_lock_serialises_holders_of_one_key

@@ -1,6 +1,6 @@
 """Stores keep instances between events; see ``StateStore``."""
 
-from faststate.stores.base import StateStore, StoreUnavailable
+from faststate.stores.base import StaleState, StateStore, StoreUnavailable
 from faststate.stores.memory import MemoryStore
 
-__all__ = ["MemoryStore", "StateStore", "StoreUnavailable"]
+__all__ = ["MemoryStore", "StaleState", "StateStore", "StoreUnavailable"]

@@ -16,6 +16,10 @@ class StoreUnavailable(Exception):
     """The store cannot be reached; the request is answered 503."""
 
 
+class StaleState(Exception):
+    """A save found newer state than the event started from; nothing was written."""
+
+
 class StateStore(ABC):
     """Keeps instances by key, with expiry, and serialises events per key.
 

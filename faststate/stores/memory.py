@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from faststate.stores.base import S, StateStore
+from faststate.stores.locks import KeyLocks
 
 if TYPE_CHECKING:
     from faststate.state import ReactiveState
@@ -25,14 +25,6 @@ class _Entry:
         self.state = state
         self.ttl = ttl
         self.deadline = now + ttl if ttl is not None else None
-
-
-class _KeyLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
 
 
 class MemoryStore(StateStore):
@@ -54,7 +46,7 @@ class MemoryStore(StateStore):
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._mutex = threading.Lock()
-        self._locks: dict[str, _KeyLock] = {}
+        self._locks = KeyLocks()
         self._inserts_since_sweep = 0
 
     def __len__(self) -> int:
@@ -106,21 +98,7 @@ class MemoryStore(StateStore):
             self._entries.pop(key, None)
 
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
-        return self._locked(key)
-
-    @asynccontextmanager
-    async def _locked(self, key: str) -> AsyncIterator[None]:
-        held = self._locks.get(key)
-        if held is None:
-            held = self._locks[key] = _KeyLock()
-        held.users += 1
-        try:
-            async with held.lock:
-                yield
-        finally:
-            held.users -= 1
-            if held.users == 0:
-                del self._locks[key]
+        return self._locks.hold(key)
 
     def _touch(self, key: str, entry: _Entry, now: float) -> None:
         if entry.ttl is not None:

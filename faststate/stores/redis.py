@@ -1,0 +1,207 @@
+"""Redis store: instances shared by every worker, serialised across processes.
+
+An instance is a hash ``{v: version, d: json}`` whose expiry is the scope's
+``ttl``.  An event holds a Redis lock with an expiry (a fresh lock object per
+acquisition) and saves only if the stored version is still the one it
+loaded: a worker whose lock expired mid-event can never overwrite newer
+state; its save fails with ``StaleState`` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.exceptions import RedisError as _RedisError
+
+from faststate.codec import decode, encode
+from faststate.state import ReactiveState, set_stored_version, stored_version
+from faststate.stores.base import S, StaleState, StateStore, StoreUnavailable
+from faststate.stores.locks import KeyLocks
+
+T = TypeVar("T")
+
+# KEYS[1] state; ARGV: version, json, ttl ms (0: none).  Creates only when absent
+# and answers what the key holds afterwards.
+_ADD = """
+local found = redis.call('HMGET', KEYS[1], 'v', 'd')
+if found[1] then return found end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return {ARGV[1], ARGV[2]}
+"""
+
+# KEYS[1] state; ARGV: expected version, new version, json, ttl ms (0: none).
+_SAVE_IF_CURRENT = """
+local current = redis.call('HGET', KEYS[1], 'v') or '0'
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+if ARGV[4] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return 1
+"""
+
+
+class RedisStore(StateStore):
+    """Instances in Redis (redis-py), for apps running on several workers.
+
+    ``lock_timeout`` bounds how long a crashed worker can block an instance;
+    ``lock_wait`` how long an event waits for the lock before a 503.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "faststate:",
+        lock_timeout: float = 30.0,
+        lock_wait: float = 30.0,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.lock_timeout = lock_timeout
+        self.lock_wait = lock_wait
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+        }
+        self._async = redis.asyncio.Redis.from_url(url, **options)
+        self._sync = redis.Redis.from_url(url, **options)
+        self._add_async = self._async.register_script(_ADD)
+        self._save_async = self._async.register_script(_SAVE_IF_CURRENT)
+        self._add_sync = self._sync.register_script(_ADD)
+        self._local = KeyLocks()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}state:{key}"
+
+    async def load(self, key: str, cls: type[S]) -> S | None:
+        found = await _guard(self._async.hmget(self._key(key), "v", "d"))
+        return _instance(cls, found)
+
+    def load_sync(self, key: str, cls: type[S]) -> S | None:
+        try:
+            found = self._sync.hmget(self._key(key), "v", "d")
+        except _RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return _instance(cls, found)
+
+    async def add(self, key: str, state: S, ttl: float | None) -> S:
+        payload = encode(state)
+        found = await _guard(self._add_async(keys=[self._key(key)], args=[1, payload, _ms(ttl)]))
+        return await self._adopt(key, state, payload, found, ttl)
+
+    def add_sync(self, key: str, state: S, ttl: float | None) -> S:
+        payload = encode(state)
+        try:
+            found = self._add_sync(keys=[self._key(key)], args=[1, payload, _ms(ttl)])
+            if _created(found, payload):
+                set_stored_version(state, 1)
+                return state
+            existing = _instance(type(state), found)
+            if existing is not None:
+                return existing
+            version = int(found[0])
+            self._sync.hset(self._key(key), mapping={"v": version + 1, "d": payload})
+        except _RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        set_stored_version(state, version + 1)
+        return state
+
+    async def _adopt(self, key: str, state: S, payload: str, found: Any, ttl: float | None) -> S:
+        if _created(found, payload):
+            set_stored_version(state, 1)
+            return state
+        existing = _instance(type(state), found)
+        if existing is not None:
+            return existing
+        # The stored record no longer fits the class: replace it, or the
+        # page would be stuck on a record nobody can load.
+        set_stored_version(state, int(found[0]))
+        await self.save(key, state, ttl)
+        return state
+
+    async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None:
+        expected = stored_version(state)
+        saved = await _guard(
+            self._save_async(
+                keys=[self._key(key)], args=[expected, expected + 1, encode(state), _ms(ttl)]
+            )
+        )
+        if not saved:
+            raise StaleState(f"{key} changed since version {expected} was loaded")
+        set_stored_version(state, expected + 1)
+
+    async def delete(self, key: str) -> None:
+        await _guard(self._async.delete(self._key(key)))
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self._locked(key)
+
+    @asynccontextmanager
+    async def _locked(self, key: str) -> AsyncIterator[None]:
+        # Waiters of this process queue locally, so only one of them polls
+        # Redis; the short jittered poll keeps hand-over between workers fast.
+        async with self._local.hold(key):
+            lock = self._async.lock(
+                f"{self.prefix}lock:{key}",
+                timeout=self.lock_timeout,
+                sleep=0.002 + random.random() * 0.003,
+                blocking_timeout=self.lock_wait,
+                thread_local=False,
+            )
+            acquired = await _guard(lock.acquire())
+            if not acquired:
+                raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s")
+            try:
+                yield
+            finally:
+                try:
+                    await lock.release()
+                except LockNotOwnedError:
+                    pass  # expired while held: the version check guarded the save
+                except (LockError, _RedisError):
+                    pass  # Redis gone: the lock expires by itself
+
+    async def aclose(self) -> None:
+        await self._async.aclose()
+        self._sync.close()
+
+
+def _ms(ttl: float | None) -> int:
+    return 0 if ttl is None else max(1, int(ttl * 1000))
+
+
+def _created(found: Any, payload: str) -> bool:
+    data = found[1]
+    return bool(
+        found[0] in (b"1", "1", 1)
+        and (data.decode() if isinstance(data, bytes) else data) == payload
+    )
+
+
+def _instance(cls: type[S], found: Any) -> S | None:
+    if not found or found[0] is None or found[1] is None:
+        return None
+    state = decode(cls, found[1])
+    if state is not None:
+        set_stored_version(state, int(found[0]))
+    return state
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except _RedisError as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
