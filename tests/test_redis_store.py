@@ -1,0 +1,238 @@
+"""RedisStore against a real Redis: versions, the stale-write guard, expiry, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+from pydantic import PrivateAttr
+from sqlmodel import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from faststate import FastStateMiddleware, ReactiveState, StateScope, event, register_state, use_state
+from faststate.stores import StaleState, StoreUnavailable
+from faststate.stores.redis import RedisStore
+from faststate.testing import afire
+
+from .conftest import require
+
+
+class Tally(ReactiveState):
+    count: int = 0
+    note: str = Field(default="kept", exclude=True)
+    _seen: list[int] = PrivateAttr(default_factory=list)
+
+    @event
+    async def increment(self, amount: int = 1) -> None:
+        self.count += amount
+        self._seen.append(amount)
+
+    @event
+    async def slow(self) -> None:
+        await asyncio.sleep(0.3)
+        self.count += 1
+
+
+def make_app(store: RedisStore, scope: StateScope = StateScope.SESSION) -> Starlette:
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(use_state(request, Tally).count))
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key="redis-test", store=store)
+    register_state(app, Tally, scope=scope)
+    return app
+
+
+async def test_round_trip_keeps_every_server_side_value(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    state = Tally(count=3, note="secret")
+    state._seen.append(9)
+    created = await store.add("k", state, ttl=None)
+    assert created is state
+    loaded = await store.load("k", Tally)
+    assert loaded is not None and loaded is not state
+    assert (loaded.count, loaded.note, loaded._seen, loaded.id) == (3, "secret", [9], state.id)
+    await store.aclose()
+
+
+async def test_add_returns_the_instance_already_there(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    first = await store.add("k", Tally(count=1), ttl=None)
+    second = await store.add("k", Tally(count=2), ttl=None)
+    assert second.count == 1 and second.id == first.id
+    await store.aclose()
+
+
+async def test_stale_write_after_expired_lock_is_refused(redis_prefix: str, redis_url: str) -> None:
+    # Worker A takes the lock with a short expiry, loads, and stalls past it;
+    # worker B then takes the lock, changes and saves. A's late save must fail.
+    store_a = RedisStore(redis_url, prefix=redis_prefix, lock_timeout=0.2)
+    store_b = RedisStore(redis_url, prefix=redis_prefix)
+    await store_a.add("k", Tally(), ttl=None)
+    async with store_a.lock("k"):
+        stale = await store_a.load("k", Tally)
+        assert stale is not None
+        await asyncio.sleep(0.4)  # A's lock expires here
+        async with store_b.lock("k"):  # B gets it although A never released
+            fresh = await store_b.load("k", Tally)
+            assert fresh is not None
+            fresh.count = 10
+            await store_b.save("k", fresh, ttl=None)
+        stale.count = 1
+        with pytest.raises(StaleState):
+            await store_a.save("k", stale, ttl=None)
+    final = await store_b.load("k", Tally)
+    assert final is not None and final.count == 10
+    await store_a.aclose()
+    await store_b.aclose()
+
+
+async def test_stale_event_answers_409_and_changes_nothing(
+    redis_prefix: str, redis_url: str
+) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix, lock_timeout=0.1)
+    app = make_app(store, StateScope.GLOBAL)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as ac:
+        assert (await ac.get("/")).text == "0"
+
+        async def meddle() -> None:
+            await asyncio.sleep(0.15)  # after the slow event's lock expired
+            other = RedisStore(redis_url, prefix=redis_prefix)
+            async with other.lock("global:Tally"):
+                state = await other.load("global:Tally", Tally)
+                assert state is not None
+                state.count = 100
+                await other.save("global:Tally", state, ttl=None)
+            await other.aclose()
+
+        slow, _ = await asyncio.gather(afire(ac, "/Tally/slow"), meddle())
+        assert slow.status_code == 409
+        assert (await ac.get("/")).text == "100"
+    await store.aclose()
+
+
+async def test_ttl_becomes_key_expiry(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    await store.add("k", Tally(), ttl=0.3)
+    assert await store.load("k", Tally) is not None
+    client = redis.Redis.from_url(redis_url)
+    assert 0 < client.pttl(f"{redis_prefix}state:k") <= 300
+    client.close()
+    await asyncio.sleep(0.45)
+    assert await store.load("k", Tally) is None
+    await store.aclose()
+
+
+async def test_record_that_no_longer_validates_is_replaced(
+    redis_prefix: str, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.hset(f"{redis_prefix}state:k", mapping={"v": 7, "d": '{"fields": {"count": "NaN?"}}'})
+    client.close()
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    assert await store.load("k", Tally) is None
+    fresh = await store.add("k", Tally(), ttl=None)
+    fresh.count = 5
+    async with store.lock("k"):
+        await store.save("k", fresh, ttl=None)  # not stuck on the broken record
+    loaded = await store.load("k", Tally)
+    assert loaded is not None and loaded.count == 5
+    await store.aclose()
+
+
+async def test_events_through_app_are_serialised(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    app = make_app(store, StateScope.GLOBAL)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as ac:
+        results = await asyncio.gather(*(afire(ac, "/Tally/increment") for _ in range(200)))
+        assert all(r.status_code == 200 for r in results)
+        assert (await ac.get("/")).text == "200"
+    await store.aclose()
+
+
+def test_redis_store_without_secret_key_refuses_to_start(
+    redis_prefix: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FASTSTATE_SECRET_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="secret key"):
+        FastStateMiddleware(Starlette(), store=RedisStore(redis_url, prefix=redis_prefix))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_redis(tmp_path: os.PathLike[str]) -> Iterator[tuple[str, int]]:
+    """A redis-server of this test's own, on another port, that the test may stop."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        require("redis-server is not installed")
+    port = _free_port()
+    yield str(binary), port
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+
+
+def _start_redis(binary: str, port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    client.close()
+    return process
+
+
+async def test_redis_down_gives_503_then_recovers(private_redis: tuple[str, int]) -> None:
+    binary, port = private_redis
+    server = _start_redis(binary, port)
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout=1)
+    app = make_app(store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as ac:
+        assert (await ac.get("/")).text == "0"
+        assert (await afire(ac, "/Tally/increment")).signals == {"Tally": {"count": 1}}
+
+        server.terminate()
+        server.wait(timeout=10)
+        down = await afire(ac, "/Tally/increment")
+        assert down.status_code == 503
+        assert "unavailable" in down.text
+        assert (await ac.get("/")).status_code == 503
+
+        server = _start_redis(binary, port)  # empty: Redis here keeps nothing on disk
+        assert (await ac.get("/")).text == "0"
+        assert (await afire(ac, "/Tally/increment")).signals == {"Tally": {"count": 1}}
+    server.terminate()
+    server.wait(timeout=10)
+    await store.aclose()
+
+
+async def test_unreachable_redis_raises_store_unavailable() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{_free_port()}/0", socket_timeout=0.5)
+    with pytest.raises(StoreUnavailable):
+        await store.load("k", Tally)
+    with pytest.raises(StoreUnavailable):
+        store.load_sync("k", Tally)
+    await store.aclose()
