@@ -1,15 +1,29 @@
 """The counter of DESIGN.md §1: a per-session counter on a FastHTML page.
 
 Run:  python examples/counter.py   (serves http://127.0.0.1:5001)
+
+Environment (all optional):
+  FASTSTATE_REDIS_URL     share counters between workers through Redis
+  FASTSTATE_DATABASE_URL  keep counters in a database across restarts
+                          (sqlite:///counter.db, postgresql+psycopg://...)
+  FASTSTATE_SECRET_KEY    session cookie key; required with Redis
+
+Several workers:
+  FASTSTATE_SECRET_KEY=change-me FASTSTATE_REDIS_URL=redis://127.0.0.1:6379/0 \
+    uvicorn --app-dir examples counter:app --workers 4
 """
 
 from __future__ import annotations
+
+import os
 
 from fasthtml.common import Button, FastHTML, P, Span, Titled
 
 from faststate import (
     FastStateMiddleware,
     ReactiveState,
+    RedisStore,
+    SQLPersistence,
     StateScope,
     event,
     on,
@@ -32,10 +46,17 @@ class CounterState(ReactiveState):
         self.count = 0
 
 
-def create_app(protocol: str = "v1") -> FastHTML:
+def create_app(
+    protocol: str = "v1", redis_url: str | None = None, database_url: str | None = None
+) -> FastHTML:
     app = FastHTML(hdrs=(datastar_script(protocol=protocol),), htmx=False, surreal=False)
-    app.add_middleware(FastStateMiddleware, protocol=protocol)
-    register_state(app, CounterState, scope=StateScope.SESSION)
+    app.add_middleware(
+        FastStateMiddleware,
+        protocol=protocol,
+        store=RedisStore(redis_url) if redis_url else None,
+        persistence=SQLPersistence(database_url) if database_url else None,
+    )
+    register_state(app, CounterState, scope=StateScope.SESSION, auto_persist=bool(database_url))
 
     @app.route("/")
     def index(req):  # type: ignore[no-untyped-def]
@@ -52,7 +73,10 @@ def create_app(protocol: str = "v1") -> FastHTML:
     return app
 
 
-app = create_app()
+app = create_app(
+    redis_url=os.environ.get("FASTSTATE_REDIS_URL"),
+    database_url=os.environ.get("FASTSTATE_DATABASE_URL"),
+)
 
 if __name__ == "__main__":
     import uvicorn

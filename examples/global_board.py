@@ -1,10 +1,14 @@
 """GLOBAL scope: one poll shared by every visitor.
 
 Run:  python examples/global_board.py   (serves http://127.0.0.1:5006)
+
+With FASTSTATE_REDIS_URL (and FASTSTATE_SECRET_KEY) set, every worker shares
+the poll through Redis.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from fasthtml.common import Button, FastHTML, Li, Span, Titled, Ul
@@ -14,6 +18,7 @@ from sqlmodel import Field
 from faststate import (
     FastStateMiddleware,
     ReactiveState,
+    RedisStore,
     StateScope,
     event,
     on,
@@ -40,14 +45,16 @@ class Poll(ReactiveState):
         self.votes[choice] += 1
 
 
-def create_app(protocol: str = "v1") -> FastHTML:
+def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
     app = FastHTML(
         hdrs=(datastar_script(protocol=protocol),),
         htmx=False,
         surreal=False,
         secret_key="board-example",
     )
-    app.add_middleware(FastStateMiddleware, protocol=protocol)
+    app.add_middleware(
+        FastStateMiddleware, protocol=protocol, store=RedisStore(redis_url) if redis_url else None
+    )
     register_state(app, Poll, scope=StateScope.GLOBAL)
 
     @app.route("/")
@@ -78,7 +85,7 @@ def create_app(protocol: str = "v1") -> FastHTML:
     return app
 
 
-app = create_app()
+app = create_app(redis_url=os.environ.get("FASTSTATE_REDIS_URL"))
 
 if __name__ == "__main__":
     import uvicorn

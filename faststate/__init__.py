@@ -9,6 +9,8 @@ from faststate.registry import StateApp, register_state
 from faststate.scopes import StateConfig, StateScope
 from faststate.state import ReactiveState
 from faststate.stores import MemoryStore, StateStore
+from faststate.stores.redis import RedisStore
+from faststate.stores.sql import SQLPersistence
 
 __version__ = "0.1.0"
 
@@ -17,6 +19,8 @@ __all__ = [
     "FastStateMiddleware",
     "MemoryStore",
     "ReactiveState",
+    "RedisStore",
+    "SQLPersistence",
     "StateApp",
     "StateConfig",
     "StateScope",
