@@ -68,7 +68,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE IF EXISTS faststate_states"))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no usable database"
+    except Exception as exc:
         require(f"PostgreSQL at {POSTGRES_URL} is not usable ({exc})")
     finally:
         engine.dispose()

@@ -20,7 +20,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from faststate import FastStateMiddleware, ReactiveState, StateScope, event, register_state, use_state
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    StateScope,
+    event,
+    register_state,
+    use_state,
+)
 from faststate.stores import StaleState, StoreUnavailable
 from faststate.stores.redis import RedisStore
 from faststate.testing import afire
