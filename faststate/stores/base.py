@@ -27,7 +27,8 @@ class StateStore(ABC):
     ``save``.  ``add`` creates an instance only if the key is free and returns
     whichever instance the key holds afterwards, so concurrent first uses
     agree on one instance.  ``ttl`` is in seconds; ``None`` keeps the
-    instance until it is deleted or evicted.
+    instance until it is deleted or evicted.  Every ``save`` bumps the
+    instance's version by one, which live pages use to notice a missed change.
     """
 
     #: True when instances are shared with other processes (needs a fixed secret key).

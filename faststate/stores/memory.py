@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
+from faststate.state import set_stored_version, stored_version
 from faststate.stores.base import S, StateStore
 from faststate.stores.locks import KeyLocks
 
@@ -85,6 +86,7 @@ class MemoryStore(StateStore):
 
     async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None:
         now = self._clock()
+        set_stored_version(state, stored_version(state) + 1)
         with self._mutex:
             entry = self._entries.get(key)
             if entry is not None and entry.state is state:
