@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from fasthtml.common import Button, FastHTML, P, Span, Titled
+from fasthtml.common import Button, Div, FastHTML, P, Span, Titled
 
 from faststate import (
     FastStateMiddleware,
@@ -26,6 +26,7 @@ from faststate import (
     SQLPersistence,
     StateScope,
     event,
+    live,
     on,
     register_state,
     text,
@@ -68,6 +69,8 @@ def create_app(
             Button("+1", **on("click", counter.increment, amount=1), id="inc"),
             Button("+5", **on("click", counter.increment, amount=5), id="inc5"),
             Button("Reset", **on("click", counter.reset), id="reset"),
+            # Other tabs of the same session follow along.
+            Div(**live(req), id="live"),
         )
 
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from fasthtml.common import Button, FastHTML, Li, Span, Titled, Ul
+from fasthtml.common import Button, Div, FastHTML, Li, Span, Titled, Ul
 from pydantic import computed_field
 from sqlmodel import Field
 
@@ -21,6 +21,7 @@ from faststate import (
     RedisStore,
     StateScope,
     event,
+    live,
     on,
     ref,
     register_state,
@@ -80,6 +81,7 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
             ),
             "Total: ",
             Span(**text(poll, "total"), id="total"),
+            Div(**live(req), id="live"),
         )
 
     return app

@@ -12,6 +12,7 @@ from fasthtml.common import (
     A,
     Beforeware,
     Button,
+    Div,
     FastHTML,
     Form,
     Input,
@@ -28,6 +29,7 @@ from faststate import (
     StateScope,
     action,
     event,
+    live,
     register_state,
     text,
     use_state,
@@ -114,6 +116,8 @@ def create_app(protocol: str = "v1") -> FastHTML:
             Button("Rename", **{on_click: action(profile.rename)}, id="rename"),
             Button("Like", **{on_click: action(profile.like)}, id="like"),
             P(A("log out", href="/logout", id="logout")),
+            # Every session of this user follows along.
+            Div(**live(req), id="live"),
         )
 
     return app

@@ -8,7 +8,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fasthtml.common import A, Button, FastHTML, Input, Li, P, RedirectResponse, Span, Titled, Ul
+from fasthtml.common import (
+    A,
+    Button,
+    Div,
+    FastHTML,
+    Input,
+    Li,
+    P,
+    RedirectResponse,
+    Span,
+    Titled,
+    Ul,
+)
 from pydantic import BaseModel, StringConstraints
 from sqlmodel import Field
 
@@ -18,6 +30,7 @@ from faststate import (
     StateScope,
     action,
     event,
+    live,
     on,
     register_state,
     use_state,
@@ -36,24 +49,24 @@ class TodoItem(BaseModel):
 class TodoList(ReactiveState):
     items: list[TodoItem] = Field(default_factory=list)
 
-    @event
+    @event(broadcast=True)
     def add(self, title: Title) -> Any:
         self.items.append(TodoItem(id=uuid.uuid4().hex[:8], title=title))
         return render_items(self)
 
-    @event
+    @event(broadcast=True)
     def toggle(self, item_id: str) -> Any:
         for item in self.items:
             if item.id == item_id:
                 item.done = not item.done
         return render_items(self)
 
-    @event
+    @event(broadcast=True)
     def remove(self, item_id: str) -> Any:
         self.items = [item for item in self.items if item.id != item_id]
         return render_items(self)
 
-    @event
+    @event(broadcast=True)
     def clear_done(self) -> Any:
         self.items = [item for item in self.items if not item.done]
         return render_items(self)
@@ -110,6 +123,8 @@ def create_app(protocol: str = "v1") -> FastHTML:
             render_items(todos),
             Button("Clear done", **on("click", todos.clear_done), id="clear-done"),
             P(A("another list", href="/lists/chores", id="other-list")),
+            # Everyone looking at this list sees changes as they happen.
+            Div(**live(req), id="live"),
         )
 
     return app

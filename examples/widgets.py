@@ -16,6 +16,7 @@ from faststate import (
     ReactiveState,
     StateScope,
     event,
+    live,
     on,
     register_state,
     text,
@@ -69,10 +70,8 @@ def create_app(protocol: str = "v1") -> FastHTML:
     @app.route("/")
     def index(req):  # type: ignore[no-untyped-def]
         names = ("apples", "pears", "plums")
-        return Titled(
-            "Widgets",
-            *(stepper_view(name, use_state(req, Stepper, key=name)) for name in names),
-        )
+        views = [stepper_view(name, use_state(req, Stepper, key=name)) for name in names]
+        return Titled("Widgets", *views, Div(**live(req), id="live"))
 
     return app
 

@@ -4,7 +4,9 @@ from faststate.apps import FastStateApp
 from faststate.events import event
 from faststate.helpers import action, on, ref, signal_name, signals, text
 from faststate.instances import ause_state, use_state
+from faststate.live import live
 from faststate.middleware import FastStateMiddleware
+from faststate.mutations import mutate, push
 from faststate.registry import StateApp, register_state
 from faststate.scopes import StateConfig, StateScope
 from faststate.state import ReactiveState
@@ -28,7 +30,10 @@ __all__ = [
     "action",
     "ause_state",
     "event",
+    "live",
+    "mutate",
     "on",
+    "push",
     "ref",
     "register_state",
     "signal_name",

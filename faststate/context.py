@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from itsdangerous import URLSafeTimedSerializer
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
 
 from faststate.protocol import Protocol
 
 if TYPE_CHECKING:
+    from faststate.broker import Broker
+    from faststate.live import LiveStream
     from faststate.stores.base import StateStore
     from faststate.stores.sql import SQLPersistence
 
@@ -22,15 +25,33 @@ UserKey = Callable[[HTTPConnection], "str | None"]
 
 
 @dataclass(frozen=True)
+class Resolved:
+    """An instance a page resolved, as its live stream will need it."""
+
+    cls_name: str
+    namespace: str
+    version: int
+
+
+@dataclass
 class Runtime:
     """What every request of one middleware shares."""
 
     store: StateStore
     persistence: SQLPersistence | None
+    broker: Broker
     protocol: Protocol
     user_key: UserKey | None
     max_body_size: int
     trusted_origins: frozenset[str]
+    live_signer: URLSafeTimedSerializer
+    live_max_age: int
+    max_streams: int
+    max_streams_per_session: int
+    #: Open live streams, to end them on shutdown and to enforce the caps.
+    streams: set[LiveStream] = field(default_factory=set)
+    streams_by_session: dict[str, int] = field(default_factory=dict)
+    shutting_down: bool = False
 
 
 class RequestContext:
@@ -47,7 +68,7 @@ class RequestContext:
         self.app = app
         self._session_id = session_id
         self.session_is_new = False
-        self.resolved: dict[str, type] = {}
+        self.resolved: dict[str, Resolved] = {}
 
     @property
     def session_id(self) -> str:
@@ -59,6 +80,11 @@ class RequestContext:
     @property
     def has_session(self) -> bool:
         return self._session_id is not None
+
+    @property
+    def existing_session_id(self) -> str | None:
+        """The session id if this request has one, without creating it."""
+        return self._session_id
 
     def user_id(self, connection: HTTPConnection) -> str | None:
         """The logged-in user, from beforeware, Starlette auth, or ``user_key``."""

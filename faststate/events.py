@@ -59,6 +59,7 @@ class EventSpec:
     selector: str | None
     mode: PatchMode
     kind: EventKind
+    broadcast: bool = False
     _params: list[_Param] | None = field(default=None, repr=False)
 
     def params(self) -> list[_Param]:
@@ -110,6 +111,7 @@ def event(
     selector: str | None = None,
     mode: PatchMode = "outer",
     merge_mode: str | None = None,
+    broadcast: bool = False,
 ) -> Callable[[F], F]: ...
 def event(
     func: Callable[..., Any] | None = None,
@@ -120,11 +122,15 @@ def event(
     selector: str | None = None,
     mode: PatchMode = "outer",
     merge_mode: str | None = None,
+    broadcast: bool = False,
 ) -> Any:
     """Mark a ``ReactiveState`` method as an HTTP event.
 
     ``selector`` and ``mode`` say where returned elements are patched;
     ``merge_mode="morph"`` (the seed's spelling) is the same as ``mode="outer"``.
+    Signal changes reach every live page showing the instance; returned
+    elements go to the caller only, unless ``broadcast=True`` (then they must
+    not depend on who asked).
     """
     method = method.lower()
     if method not in EVENT_METHODS:
@@ -143,7 +149,7 @@ def event(
         if name.startswith("_"):
             raise ValueError(f"{name}: names starting with '_' cannot be events")
         _check_signature(target)
-        spec = EventSpec(name, target, path, method, selector, mode, _kind(target))
+        spec = EventSpec(name, target, path, method, selector, mode, _kind(target), broadcast)
         setattr(target, EVENT_ATTRIBUTE, spec)
         return target
 

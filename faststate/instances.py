@@ -1,4 +1,8 @@
-"""Finding the instance a request reaches: ``use_state`` and its async twin."""
+"""Finding, loading and saving the instance a request reaches.
+
+``use_state`` and ``ause_state`` are the public doors; events, live streams
+and ``mutate`` share the rest.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import anyio.from_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
-from faststate.context import RequestContext, context_of
+from faststate.broker import Change, ElementPatch
+from faststate.context import RequestContext, Resolved, Runtime, context_of
 from faststate.registry import Registration, registry_of
 from faststate.scopes import InstanceAddress, resolve_address
-from faststate.state import Binding, ReactiveState, bind
+from faststate.state import Binding, ReactiveState, bind, stored_version
 from faststate.stores.base import StoreUnavailable
 from faststate.stores.sql import SQLPersistence
 
@@ -37,17 +42,14 @@ def address_for(
     registration: Registration,
     key: str | None = None,
 ) -> InstanceAddress:
-    return resolve_address(
-        connection,
-        context,
-        registration.name,
-        registration.config.scope,
-        key,
-    )
+    return resolve_address(connection, context, registration.name, registration.config.scope, key)
 
 
 def binding_for(
-    context: RequestContext, registration: Registration, address: InstanceAddress
+    runtime: Runtime,
+    registration: Registration,
+    address: InstanceAddress,
+    root_path: str = "",
 ) -> Binding:
     client_param = None
     if address.client_id is not None:
@@ -56,32 +58,28 @@ def binding_for(
     return Binding(
         key=address.key,
         namespace=address.namespace,
-        protocol=context.runtime.protocol,
-        url_prefix=registration.prefix,
+        protocol=runtime.protocol,
+        url_prefix=root_path + registration.prefix,
         client_param=client_param,
     )
 
 
-async def authorize(
-    connection: HTTPConnection, registration: Registration, address: InstanceAddress
-) -> None:
+async def authorize(connection: HTTPConnection, registration: Registration, key: str) -> None:
     check = registration.config.authorize
     if check is None:
         return
-    allowed = check(connection, address.key)
+    allowed = check(connection, key)
     if inspect.isawaitable(allowed):
         allowed = await allowed
     if not allowed:
         raise HTTPException(403, f"not allowed to use {registration.name}")
 
 
-def _authorize_sync(
-    connection: HTTPConnection, registration: Registration, address: InstanceAddress
-) -> None:
+def _authorize_sync(connection: HTTPConnection, registration: Registration, key: str) -> None:
     check = registration.config.authorize
     if check is None:
         return
-    allowed: Any = check(connection, address.key)
+    allowed: Any = check(connection, key)
     if inspect.isawaitable(allowed):
         allowed = _await_from_sync(allowed, "authorize")
     if not allowed:
@@ -108,17 +106,17 @@ def use_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) 
     context = context_of(request)
     registration = registration_for(context, request, cls)
     address = address_for(request, context, registration, key)
-    _authorize_sync(request, registration, address)
-    store = context.runtime.store
-    persistence = persistence_for(context, registration)
+    _authorize_sync(request, registration, address.key)
+    runtime = context.runtime
+    persistence = persistence_for(runtime, registration)
     try:
-        state = store.load_sync(address.key, cls)
+        state = runtime.store.load_sync(address.key, cls)
         if state is None:
             stored = persistence.load_sync(address.key, cls) if persistence else None
-            state = store.add_sync(address.key, stored or cls(), registration.config.ttl)
+            state = runtime.store.add_sync(address.key, stored or cls(), registration.config.ttl)
     except StoreUnavailable as exc:
         raise HTTPException(503, "state store unavailable, try again") from exc
-    return _bound(context, registration, address, state)
+    return _bound(request, context, registration, address, state)
 
 
 async def ause_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) -> S:
@@ -126,56 +124,64 @@ async def ause_state(request: HTTPConnection, cls: type[S], *, key: str | None =
     context = context_of(request)
     registration = registration_for(context, request, cls)
     address = address_for(request, context, registration, key)
-    await authorize(request, registration, address)
+    await authorize(request, registration, address.key)
     try:
-        state = await load_or_create(context, registration, address, cls)
+        state = await load_or_create(context.runtime, registration, address.key, cls)
     except StoreUnavailable as exc:
         raise HTTPException(503, "state store unavailable, try again") from exc
-    return _bound(context, registration, address, state)
+    return _bound(request, context, registration, address, state)
 
 
-async def load_or_create(
-    context: RequestContext, registration: Registration, address: InstanceAddress, cls: type[S]
-) -> S:
+async def load_or_create(runtime: Runtime, registration: Registration, key: str, cls: type[S]) -> S:
     """The stored instance; else the durable copy; else a new one."""
-    store = context.runtime.store
-    state = await store.load(address.key, cls)
+    state = await runtime.store.load(key, cls)
     if state is None:
-        persistence = persistence_for(context, registration)
-        stored = await persistence.load(address.key, cls) if persistence else None
-        state = await store.add(address.key, stored or cls(), registration.config.ttl)
+        persistence = persistence_for(runtime, registration)
+        stored = await persistence.load(key, cls) if persistence else None
+        state = await runtime.store.add(key, stored or cls(), registration.config.ttl)
     return state
 
 
-async def save(
-    context: RequestContext,
+async def commit(
+    runtime: Runtime,
     registration: Registration,
-    address: InstanceAddress,
+    key: str,
     state: ReactiveState,
+    patch: dict[str, Any],
+    elements: tuple[ElementPatch, ...] = (),
 ) -> None:
-    """Write an instance after an event: the store (version-checked), then the database."""
+    """After a change: save to the store (version-checked), then the database, then tell
+    every live page.  Call it holding the instance's lock, so versions go out in order."""
     ttl = registration.config.ttl
-    await context.runtime.store.save(address.key, state, ttl)
-    persistence = persistence_for(context, registration)
+    await runtime.store.save(key, state, ttl)
+    persistence = persistence_for(runtime, registration)
     if persistence is not None:
-        await persistence.save(address.key, state, ttl)
+        await persistence.save(key, state, ttl)
+    if patch or elements:
+        await runtime.broker.publish(Change(key, stored_version(state), patch, elements))
 
 
-def persistence_for(context: RequestContext, registration: Registration) -> SQLPersistence | None:
+def persistence_for(runtime: Runtime, registration: Registration) -> SQLPersistence | None:
     if not registration.config.auto_persist:
         return None
-    persistence = context.runtime.persistence
-    if persistence is None:
+    if runtime.persistence is None:
         raise RuntimeError(
             f"{registration.name} has auto_persist=True but the middleware has no persistence: "
             "add FastStateMiddleware(persistence=SQLPersistence(url))"
         )
-    return persistence
+    return runtime.persistence
 
 
 def _bound(
-    context: RequestContext, registration: Registration, address: InstanceAddress, state: S
+    connection: HTTPConnection,
+    context: RequestContext,
+    registration: Registration,
+    address: InstanceAddress,
+    state: S,
 ) -> S:
-    bind(state, binding_for(context, registration, address))
-    context.resolved[address.key] = registration.cls
+    root_path = connection.scope.get("root_path", "")
+    bind(state, binding_for(context.runtime, registration, address, root_path))
+    context.resolved[address.key] = Resolved(
+        registration.name, address.namespace, stored_version(state)
+    )
     return state

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from faststate.broker import Broker, LocalBroker, RedisBroker
 from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
 from faststate.guards import check_event_request
+from faststate.live import end_all_streams
 from faststate.protocol import Protocol, get_protocol
 from faststate.registry import registry_of
 from faststate.stores.base import StateStore
 from faststate.stores.memory import MemoryStore
+from faststate.stores.redis import RedisStore
 from faststate.stores.sql import SQLPersistence
 
 logger = logging.getLogger("faststate")
@@ -48,6 +54,7 @@ class FastStateMiddleware:
         secret_key: SecretKey | None = None,
         store: StateStore | None = None,
         persistence: SQLPersistence | str | bool | None = None,
+        broker: Broker | None = None,
         protocol: Literal["v1", "beta"] | Protocol = "v1",
         user_key: UserKey | None = None,
         session_cookie: str = "faststate_session",
@@ -58,6 +65,9 @@ class FastStateMiddleware:
         domain: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         trusted_origins: Iterable[str] = (),
+        live_max_age: int = 14 * 24 * 3600,
+        max_streams: int = 10_000,
+        max_streams_per_session: int = 16,
     ) -> None:
         self.app = app
         store = store if store is not None else MemoryStore()
@@ -66,10 +76,15 @@ class FastStateMiddleware:
         self.runtime = Runtime(
             store=store,
             persistence=_persistence(persistence),
+            broker=broker if broker is not None else _default_broker(store),
             protocol=get_protocol(protocol),
             user_key=user_key,
             max_body_size=max_body_size,
             trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
+            live_signer=URLSafeTimedSerializer(keys, salt="faststate.live"),  # type: ignore[arg-type]
+            live_max_age=live_max_age,
+            max_streams=max_streams,
+            max_streams_per_session=max_streams_per_session,
         )
         self.session_cookie = session_cookie
         self.max_age = max_age
@@ -82,10 +97,14 @@ class FastStateMiddleware:
         self._cookie_flags = flags
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._closing_on_shutdown(send))
+        if CONTEXT_KEY in scope:  # a second FastStateMiddleware in the same stack
+            await self.app(scope, receive, send)
             return
-        if scope["type"] not in ("http", "websocket") or CONTEXT_KEY in scope:
+        self._attach(scope)
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         session_id, refresh = self._read_cookie(scope)
@@ -111,15 +130,28 @@ class FastStateMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    def _closing_on_shutdown(self, send: Send) -> Send:
-        async def send_and_close(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                await self.runtime.store.aclose()
-                if self.runtime.persistence is not None:
-                    await self.runtime.persistence.aclose()
+    def _attach(self, scope: Scope) -> None:
+        """Let ``mutate(app, ...)`` find this middleware's store and broker."""
+        app = scope.get("app")
+        registry = registry_of(app, create=False) if app is not None else None
+        if registry is not None and registry.runtime is None:
+            registry.runtime = self.runtime
+
+    def _lifespan_send(self, send: Send) -> Send:
+        runtime = self.runtime
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                _end_streams_on_exit_signals(runtime)
+            elif message["type"] == "lifespan.shutdown.complete":
+                end_all_streams(runtime)
+                await runtime.broker.aclose()
+                await runtime.store.aclose()
+                if runtime.persistence is not None:
+                    await runtime.persistence.aclose()
             await send(message)
 
-        return send_and_close
+        return lifespan_send
 
     def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
         """The session id of a valid cookie, and whether to re-issue it."""
@@ -200,6 +232,34 @@ class FastStateMiddleware:
 
         scope[GUARDED_KEY] = True
         return None, replay
+
+
+def _default_broker(store: StateStore) -> Broker:
+    if isinstance(store, RedisStore):
+        return RedisBroker(store.url, prefix=store.prefix)
+    return LocalBroker()
+
+
+def _end_streams_on_exit_signals(runtime: Runtime) -> None:
+    """End live streams as soon as the server is asked to stop.
+
+    Servers such as uvicorn wait for open connections before running the
+    lifespan shutdown, so streams would hold a shutdown forever.  The
+    handlers the server installed are kept and called after ours.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # default or ignored: the server does not stop gracefully anyway
+
+        def handler(number: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(end_all_streams, runtime)
+            previous(number, frame)
+
+        signal.signal(signum, handler)
 
 
 def _persistence(option: SQLPersistence | str | bool | None) -> SQLPersistence | None:

@@ -56,6 +56,10 @@ class Protocol:
         """Attribute name that runs an expression when the element loads."""
         raise NotImplementedError
 
+    def stream_action(self, url: str) -> str:
+        """An ``@get(...)`` expression holding a live stream open, reconnecting when it drops."""
+        raise NotImplementedError
+
     def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
         """An ``@post(...)`` expression that is sent once and never re-sent.
 
@@ -91,6 +95,14 @@ class DatastarV1(Protocol):
 
     def init_attribute(self) -> str:
         return "data-init"
+
+    def stream_action(self, url: str) -> str:
+        # "always" reconnects after the server ends the stream (a restart);
+        # the stream needs no signals, so none are sent in the URL.
+        expression: str = action_generator.get(
+            url, retry="always", retry_max_count=1000, include_signals="^$"
+        )
+        return expression
 
     def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
         # The client's default filter drops signals starting with "_"; an
@@ -146,6 +158,10 @@ class DatastarBeta(Protocol):
 
     def init_attribute(self) -> str:
         return "data-on-load"
+
+    def stream_action(self, url: str) -> str:
+        # beta.11 reconnects after errors only, with backoff.
+        return f"@get({dump_json(url)}, {{retryMaxCount: 1000}})"
 
     def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
         # beta.11 cannot filter signals; retryMaxCount 0 stops silent re-sends.

@@ -15,6 +15,7 @@ from faststate.scopes import Authorize, StateConfig, StateScope
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from faststate.context import Runtime
     from faststate.state import ReactiveState
 
 REGISTRY_ATTRIBUTE: Final = "faststate_registry"
@@ -42,6 +43,9 @@ class Registry:
     by_class: dict[type, Registration] = field(default_factory=dict)
     by_name: dict[str, Registration] = field(default_factory=dict)
     event_paths: set[str] = field(default_factory=set)
+    live_mounted: bool = False
+    #: The middleware's shared parts, known once the app has served (for mutate(app)).
+    runtime: Runtime | None = None
 
     def get(self, cls: type) -> Registration:
         try:
@@ -75,7 +79,7 @@ def register_state(
     prefix: str = "",
 ) -> Registration:
     """Register ``cls`` on ``app`` and mount ``POST {prefix}/{cls}/{event}`` routes."""
-    from faststate.routing import mount_events
+    from faststate.routing import mount_events, mount_live
     from faststate.state import ReactiveState
 
     if not (isinstance(cls, type) and issubclass(cls, ReactiveState)):
@@ -103,6 +107,9 @@ def register_state(
     registry.by_class[cls] = registration
     registry.by_name[cls.__name__] = registration
     mount_events(app, registration)
+    if not registry.live_mounted:
+        mount_live(app)
+        registry.live_mounted = True
     return registration
 
 

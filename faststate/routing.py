@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from faststate.broker import ElementPatch
 from faststate.context import RequestContext, context_of
 from faststate.events import EventSpec
 from faststate.guards import check_event_request
-from faststate.instances import address_for, authorize, binding_for, load_or_create, save
+from faststate.instances import address_for, authorize, binding_for, commit, load_or_create
 from faststate.middleware import GUARDED_KEY
 from faststate.protocol import SSE_HEADERS, Protocol
 from faststate.registry import Registration
@@ -58,6 +59,22 @@ def mount_events(app: Starlette, registration: Registration) -> None:
             app.router.routes.append(
                 Route(path, endpoint, methods=[spec.method.upper()], name=route_name)
             )
+
+
+def mount_live(app: Starlette) -> None:
+    """The live stream endpoint, through the app's routing so beforeware runs."""
+    from faststate.live import LIVE_PATH, live_endpoint
+
+    if _is_fasthtml(app):
+
+        async def faststate_live(req: Request) -> Response:
+            return await live_endpoint(req)
+
+        app.route(LIVE_PATH, methods=["get"], name="faststate:live")(faststate_live)  # type: ignore[attr-defined]
+    else:
+        app.router.routes.append(
+            Route(LIVE_PATH, live_endpoint, methods=["GET"], name="faststate:live")
+        )
 
 
 def _is_fasthtml(app: Any) -> bool:
@@ -94,7 +111,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     if isinstance(body, Response):
         return body
     address = address_for(request, context, registration)
-    await authorize(request, registration, address)
+    await authorize(request, registration, address.key)
     kwargs, errors = spec.bind(request, body)
     if errors:
         return JSONResponse(
@@ -168,7 +185,7 @@ def _form_fields(form: FormData) -> dict[str, Any]:
 
 
 class EventRun:
-    """One event on one instance: run under the instance lock, diff, save."""
+    """One event on one instance: run under the instance lock, diff, commit."""
 
     def __init__(
         self,
@@ -180,7 +197,7 @@ class EventRun:
         kwargs: dict[str, Any],
     ) -> None:
         self.request = request
-        self.context = context
+        self.runtime = context.runtime
         self.registration = registration
         self.spec = spec
         self.address = address
@@ -190,17 +207,20 @@ class EventRun:
 
     async def _load(self) -> ReactiveState:
         state = await load_or_create(
-            self.context, self.registration, self.address, self.registration.cls
+            self.runtime, self.registration, self.address.key, self.registration.cls
         )
-        bind(state, binding_for(self.context, self.registration, self.address))
+        root_path = self.request.scope.get("root_path", "")
+        bind(state, binding_for(self.runtime, self.registration, self.address, root_path))
         return state
 
-    async def _save(self, state: ReactiveState) -> None:
-        await save(self.context, self.registration, self.address, state)
+    async def _commit(
+        self, state: ReactiveState, patch: dict[str, Any], elements: list[ElementPatch]
+    ) -> None:
+        shared = tuple(elements) if self.spec.broadcast else ()
+        await commit(self.runtime, self.registration, self.address.key, state, patch, shared)
 
     async def once(self) -> Response:
-        store = self.context.runtime.store
-        async with store.lock(self.address.key):
+        async with self.runtime.store.lock(self.address.key):
             state = await self._load()
             tracker = begin_tracking(state)
             try:
@@ -208,10 +228,10 @@ class EventRun:
                     result = await self.spec.func(state, **self.kwargs)
                 else:
                     result = await to_thread.run_sync(partial(self.spec.func, state, **self.kwargs))
-                chunks = [] if isinstance(result, Response) else self._render(result)
+                elements = [] if isinstance(result, Response) else self._elements(result)
                 end_tracking(state)
                 patch = diff_tracked(state, tracker)
-                await self._save(state)
+                await self._commit(state, patch, elements)
             except BaseException as exc:
                 end_tracking(state)
                 rollback(state, tracker)
@@ -223,6 +243,7 @@ class EventRun:
                 return PlainTextResponse("event failed", 500)
         if isinstance(result, Response):
             return result
+        chunks = [self._format(element) for element in elements]
         if patch:
             chunks.append(self.protocol.patch_signals({self.address.namespace: patch}))
         if not chunks:
@@ -230,17 +251,21 @@ class EventRun:
         return Response("".join(chunks), headers=SSE_HEADERS)
 
     async def stream(self) -> AsyncIterator[str]:
-        store = self.context.runtime.store
         try:
-            async with store.lock(self.address.key):
+            async with self.runtime.store.lock(self.address.key):
                 state = await self._load()
                 tracker = begin_tracking(state)
+                shown: dict[str, Any] = {}  # everything flushed so far, for other pages
+                elements: list[ElementPatch] = []
                 try:
                     async for item in self._steps(state):
                         end_tracking(state)
-                        chunks = self._render(item)
+                        step_elements = self._elements(item)
                         patch = diff_tracked(state, tracker, checkpoint=True)
                         resume_tracking(state, tracker)
+                        shown = compose_patches(shown, patch)
+                        elements.extend(step_elements)
+                        chunks = [self._format(element) for element in step_elements]
                         if patch:
                             chunks.append(
                                 self.protocol.patch_signals({self.address.namespace: patch})
@@ -249,13 +274,15 @@ class EventRun:
                             yield "".join(chunks)
                     end_tracking(state)
                     patch = diff_tracked(state, tracker, checkpoint=True)
-                    await self._save(state)
+                    await self._commit(state, compose_patches(shown, patch), elements)
                 except BaseException as exc:
                     end_tracking(state)
                     rollback(state, tracker)
                     # Undo on the page what this stream already showed.
                     correction = diff_tracked(state, tracker, checkpoint=True)
-                    if isinstance(exc, Exception):
+                    if isinstance(exc, Exception) and not isinstance(
+                        exc, StoreUnavailable | StaleState
+                    ):
                         logger.exception(
                             "faststate: event %s failed; state rolled back", self.label
                         )
@@ -282,15 +309,30 @@ class EventRun:
                 return
             yield item
 
-    def _render(self, result: Any) -> list[str]:
+    def _elements(self, result: Any) -> list[ElementPatch]:
         if result is None:
             return []
         items = result if isinstance(result, list | tuple) else (result,)
         return [
-            self.protocol.patch_elements(to_html(item), self.spec.selector, self.spec.mode)
+            ElementPatch(to_html(item), self.spec.selector, self.spec.mode)
             for item in items
             if item is not None
         ]
+
+    def _format(self, element: ElementPatch) -> str:
+        return self.protocol.patch_elements(element.html, element.selector, element.mode)
+
+
+def compose_patches(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One merge patch doing what applying ``first`` then ``second`` does."""
+    result = dict(first)
+    for key, value in second.items():
+        earlier = result.get(key)
+        if isinstance(value, dict) and isinstance(earlier, dict):
+            result[key] = compose_patches(earlier, value)
+        else:
+            result[key] = value
+    return result
 
 
 def to_html(item: Any) -> str:

@@ -89,6 +89,30 @@ def resolve_address(
     return InstanceAddress(f"record:{cls_name}:{rid}", _namespace(cls_name, rid), rid)
 
 
+def address_from_id(cls_name: str, scope: StateScope, key: str | None) -> InstanceAddress:
+    """The address of an instance named without a request (background work).
+
+    ``key`` is what the scope is keyed by: nothing for GLOBAL, the session id
+    for SESSION, the user id for USER, ``"<session id>:<component id>"`` for
+    COMPONENT, the record id for RECORD.
+    """
+    if scope is StateScope.GLOBAL:
+        return InstanceAddress(f"global:{cls_name}", cls_name, None)
+    if not key:
+        raise ValueError(f"{cls_name} is {scope.value}-scoped: mutate() needs key=")
+    if scope is StateScope.SESSION:
+        return InstanceAddress(f"session:{cls_name}:{key}", cls_name, None)
+    if scope is StateScope.USER:
+        return InstanceAddress(f"user:{cls_name}:{key}", cls_name, None)
+    if scope is StateScope.COMPONENT:
+        session, _, component = key.partition(":")
+        if not session or not component:
+            raise ValueError("a COMPONENT key is '<session id>:<component id>'")
+        key_path = f"component:{cls_name}:{session}:{component}"
+        return InstanceAddress(key_path, _namespace(cls_name, component), component)
+    return InstanceAddress(f"record:{cls_name}:{key}", _namespace(cls_name, key), key)
+
+
 def _client_id(
     explicit: str | None,
     request: HTTPConnection,

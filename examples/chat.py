@@ -1,0 +1,96 @@
+"""A GLOBAL chat room: every open page sees every message as it is sent.
+
+Run:  python examples/chat.py   (serves http://127.0.0.1:5007)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+from fasthtml.common import B, Button, Div, FastHTML, Input, Li, Span, Titled, Ul
+from pydantic import BaseModel, StringConstraints
+from sqlmodel import Field
+
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    RedisStore,
+    StateScope,
+    action,
+    event,
+    live,
+    register_state,
+    text,
+    use_state,
+)
+from faststate.fasthtml import datastar_script
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+KEEP = 100
+
+
+class Message(BaseModel):
+    author: str
+    text: str
+    at: float
+
+
+class ChatRoom(ReactiveState):
+    messages: list[Message] = Field(default_factory=list, exclude=True)
+    count: int = 0
+
+    @event(broadcast=True)
+    def send(self, name: Name, message: Text) -> Any:
+        self.messages = [*self.messages, Message(author=name, text=message, at=time.time())][-KEEP:]
+        self.count += 1
+        return render_messages(self)
+
+
+def render_messages(room: ChatRoom) -> Any:
+    """The message list, pushed whole to every page (the last KEEP messages)."""
+    return Ul(
+        *(Li(B(m.author), ": ", Span(m.text), cls="message") for m in room.messages),
+        id="messages",
+    )
+
+
+def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
+    app = FastHTML(
+        hdrs=(datastar_script(protocol=protocol),),
+        htmx=False,
+        surreal=False,
+        secret_key="chat-example",
+    )
+    app.add_middleware(
+        FastStateMiddleware, protocol=protocol, store=RedisStore(redis_url) if redis_url else None
+    )
+    register_state(app, ChatRoom, scope=StateScope.GLOBAL)
+    bind = "data-bind:" if protocol == "v1" else "data-bind-"
+    on_click = "data-on:click" if protocol == "v1" else "data-on-click"
+
+    @app.route("/")
+    def index(req):  # type: ignore[no-untyped-def]
+        room = use_state(req, ChatRoom)
+        return Titled(
+            "Chat",
+            room,
+            Div("Messages: ", Span(**text(room, "count"), id="count")),
+            render_messages(room),
+            Input(**{bind + "name": True}, placeholder="your name", id="name"),
+            Input(**{bind + "message": True}, placeholder="say something", id="message"),
+            Button("Send", **{on_click: action(room.send) + "; $message = ''"}, id="send"),
+            Div(**live(req), id="live"),
+        )
+
+    return app
+
+
+app = create_app(redis_url=os.environ.get("FASTSTATE_REDIS_URL"))
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=5007)

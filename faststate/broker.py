@@ -1,0 +1,211 @@
+"""Brokers carry committed changes of an instance to every stream showing it.
+
+A message is a wake-up, not the truth: a stream that misses one (a dropped
+connection, a restarted worker, a full queue) notices by the version numbers
+and reloads the instance's full state.  ``LocalBroker`` serves one process;
+``RedisBroker`` (Redis pub/sub) reaches every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from faststate.protocol import PatchMode
+
+logger = logging.getLogger("faststate")
+
+
+@dataclass(frozen=True)
+class ElementPatch:
+    html: str
+    selector: str | None = None
+    mode: PatchMode = "outer"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one committed event or mutation did to one instance."""
+
+    key: str
+    version: int
+    patch: dict[str, Any]
+    elements: tuple[ElementPatch, ...] = field(default=())
+    #: Elements pushed at an already saved version (``push``), not a new change.
+    replay: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "k": self.key,
+                "v": self.version,
+                "p": self.patch,
+                "e": [[e.html, e.selector, e.mode] for e in self.elements],
+                "r": self.replay,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Change:
+        data = json.loads(text)
+        elements = tuple(ElementPatch(html, selector, mode) for html, selector, mode in data["e"])
+        return cls(data["k"], int(data["v"]), data["p"], elements, bool(data.get("r")))
+
+
+Subscriber = Callable[[Change | None], None]
+"""Called with each change of a subscribed key; ``None`` means "you may have missed some"."""
+
+
+class Broker(ABC):
+    """Publish changes by instance key; deliver them to local subscribers."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscriber]] = {}
+
+    async def subscribe(self, key: str, subscriber: Subscriber) -> None:
+        self._subscribers.setdefault(key, set()).add(subscriber)
+
+    async def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
+        subscribers = self._subscribers.get(key)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._subscribers[key]
+
+    @abstractmethod
+    async def publish(self, change: Change) -> None: ...
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    def _deliver(self, change: Change) -> None:
+        # Subscribers only enqueue; a slow page never delays a publisher.
+        for subscriber in tuple(self._subscribers.get(change.key, ())):
+            subscriber(change)
+
+    def _warn_all(self) -> None:
+        for subscribers in tuple(self._subscribers.values()):
+            for subscriber in tuple(subscribers):
+                subscriber(None)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the local broker holds none."""
+
+
+class LocalBroker(Broker):
+    """Delivers within this process only."""
+
+    async def publish(self, change: Change) -> None:
+        self._deliver(change)
+
+
+class RedisBroker(Broker):
+    """Redis pub/sub: one channel per instance key, one connection per process.
+
+    Every delivery, this worker's own included, goes through Redis, so all
+    pages see changes in the order Redis does.  When the subscription
+    connection drops, every stream is told to resynchronise.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "faststate:") -> None:
+        super().__init__()
+        self.url = url
+        self.prefix = prefix
+        self._redis = redis.asyncio.Redis.from_url(url)
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def _channel(self, key: str) -> str:
+        return f"{self.prefix}push:{key}"
+
+    async def subscribe(self, key: str, subscriber: Subscriber) -> None:
+        first = key not in self._subscribers
+        await super().subscribe(key, subscriber)
+        if first:
+            async with self._lock:
+                await self._ensure_reader()
+                try:
+                    await self._pubsub.subscribe(self._channel(key))
+                except RedisError as exc:
+                    logger.warning("faststate: cannot subscribe to %s: %s", key, exc)
+
+    async def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
+        await super().unsubscribe(key, subscriber)
+        if key not in self._subscribers and self._pubsub is not None:
+            # A failure means the connection is gone, and with it every subscription.
+            with contextlib.suppress(RedisError):
+                await self._pubsub.unsubscribe(self._channel(key))
+
+    async def publish(self, change: Change) -> None:
+        try:
+            await self._redis.publish(self._channel(change.key), change.to_json())
+        except RedisError as exc:
+            # The change is saved; pages catch up on their next message or reconnect.
+            logger.warning("faststate: could not publish %s: %s", change.key, exc)
+
+    async def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            self._reader = asyncio.create_task(self._read(), name="faststate-redis-broker")
+
+    async def _read(self) -> None:
+        prefix_length = len(self._channel(""))
+        while True:
+            try:
+                if not self._pubsub.subscribed:
+                    await self._resubscribe()
+                    if not self._pubsub.subscribed:
+                        await asyncio.sleep(0.2)
+                        continue
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                change = Change.from_json(message["data"])
+                if change.key == message["channel"].decode()[prefix_length:]:
+                    self._deliver(change)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                logger.warning("faststate: push connection lost (%s); reconnecting", exc)
+                self._warn_all()
+                await asyncio.sleep(0.5)
+                await self._reset()
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning("faststate: ignored a malformed push message: %s", exc)
+
+    async def _reset(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+
+    async def _resubscribe(self) -> None:
+        channels = [self._channel(key) for key in self._subscribers]
+        if not channels:
+            return
+        try:
+            await self._pubsub.subscribe(*channels)
+        except (RedisError, OSError) as exc:
+            logger.debug("faststate: resubscribe failed: %s", exc)
+            await self._reset()
+            return
+        self._warn_all()  # whatever was published meanwhile is lost: resync
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await self._reader
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        await self._redis.aclose()

@@ -1,0 +1,344 @@
+"""Live pages: one Server-Sent Events stream per page, fed by the broker.
+
+``live(request)`` gives a page the attribute that opens its stream; the URL
+carries a signed, expiring token naming the instances the page resolved.
+The stream endpoint re-checks every one of them (session, user, authorize)
+before subscribing, and never trusts the token alone.
+
+Each stream owns one bounded queue; publishers only enqueue, so a slow or
+frozen page never delays anyone.  Versions travel as the SSE ``id``: on
+reconnect (``Last-Event-ID``), on a gap in versions, after a queue overflow
+or a lost broker connection, the stream sends the instance's full state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from itsdangerous import BadSignature
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from faststate.broker import Change
+from faststate.context import RequestContext, Runtime, context_of
+from faststate.instances import authorize
+from faststate.protocol import SSE_HEADERS, Protocol
+from faststate.registry import Registration, registry_of
+from faststate.scopes import StateScope
+from faststate.state import ReactiveState, public_state, stored_version
+
+logger = logging.getLogger("faststate")
+
+LIVE_PATH: Final = "/_faststate/live"
+HEARTBEAT_SECONDS: Final = 15.0
+QUEUE_SIZE: Final = 256
+_WAKE: Final = object()
+
+
+def live(request: HTTPConnection) -> dict[str, str]:
+    """Attributes that open this page's live stream (put them on ``Body`` or a ``Div``).
+
+    Call it after every ``use_state`` of the page: the stream covers the
+    instances resolved so far.
+    """
+    context = context_of(request)
+    if not context.resolved:
+        return {}
+    runtime = context.runtime
+    entries = [[key, r.cls_name, r.namespace] for key, r in context.resolved.items()]
+    token = runtime.live_signer.dumps(
+        {
+            "s": context.existing_session_id,
+            "k": entries,
+            "v": [r.version for r in context.resolved.values()],
+        }
+    )
+    url = f"{request.scope.get('root_path', '')}{LIVE_PATH}?t={token}"
+    protocol = runtime.protocol
+    return {protocol.init_attribute(): protocol.stream_action(url)}
+
+
+@dataclass(frozen=True)
+class _Watched:
+    key: str
+    namespace: str
+    registration: Registration
+
+
+async def live_endpoint(request: Request) -> Response:
+    """``GET /_faststate/live?t=<token>``: the page's stream."""
+    context = context_of(request)
+    runtime = context.runtime
+    try:
+        payload = runtime.live_signer.loads(
+            request.query_params.get("t", ""), max_age=runtime.live_max_age
+        )
+        entries, versions = _entries(payload)
+    except (BadSignature, ValueError, TypeError, KeyError):
+        return PlainTextResponse("invalid or expired live token", 403)
+    watched = [await _check(request, context, payload.get("s"), *entry) for entry in entries]
+    session = context.existing_session_id
+    if len(runtime.streams) >= runtime.max_streams or (
+        session is not None
+        and runtime.streams_by_session.get(session, 0) >= runtime.max_streams_per_session
+    ):
+        return PlainTextResponse("too many live streams", 429)
+    known = _last_event_versions(request.headers, len(watched)) or versions
+    return LiveStream(runtime, watched, known, session)  # type: ignore[return-value]
+
+
+def _entries(payload: Any) -> tuple[list[tuple[str, str, str]], list[int]]:
+    entries = [(str(k), str(c), str(n)) for k, c, n in payload["k"]]
+    versions = [int(v) for v in payload["v"]]
+    if not entries or len(entries) != len(versions):
+        raise ValueError("malformed token")
+    return entries, versions
+
+
+async def _check(
+    request: Request,
+    context: RequestContext,
+    token_session: Any,
+    key: str,
+    cls_name: str,
+    namespace: str,
+) -> _Watched:
+    """Refuse (403) an instance the caller may not reach today."""
+    registration = None
+    for app in (context.app, request.scope.get("app")):
+        registry = registry_of(app, create=False) if app is not None else None
+        if registry is not None and cls_name in registry.by_name:
+            registration = registry.by_name[cls_name]
+            break
+    if registration is None or not _reachable(request, context, token_session, key, registration):
+        raise HTTPException(403, "live stream refused")
+    await authorize(request, registration, key)
+    return _Watched(key, namespace, registration)
+
+
+def _reachable(
+    request: Request,
+    context: RequestContext,
+    token_session: Any,
+    key: str,
+    registration: Registration,
+) -> bool:
+    name = registration.name
+    scope = registration.config.scope
+    session = context.existing_session_id
+    if scope is StateScope.GLOBAL:
+        return key == f"global:{name}"
+    if scope is StateScope.RECORD:
+        return key.startswith(f"record:{name}:")
+    if scope is StateScope.USER:
+        uid = context.user_id(request)
+        return uid is not None and key == f"user:{name}:{uid}"
+    # SESSION and COMPONENT belong to the session whose cookie came with the request.
+    if session is None or token_session != session:
+        return False
+    if scope is StateScope.SESSION:
+        return key == f"session:{name}:{session}"
+    return key.startswith(f"component:{name}:{session}:")
+
+
+def _last_event_versions(headers: Headers, count: int) -> list[int] | None:
+    value = headers.get("last-event-id")
+    if not value:
+        return None
+    try:
+        versions = [int(part) for part in value.split(".")]
+    except ValueError:
+        return None
+    return versions if len(versions) == count else None
+
+
+class LiveStream:
+    """The ASGI response of one page's stream."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        watched: Sequence[_Watched],
+        known: list[int],
+        session: str | None,
+    ) -> None:
+        self.runtime = runtime
+        self.protocol: Protocol = runtime.protocol
+        self.watched = list(watched)
+        self.index = {w.key: i for i, w in enumerate(self.watched)}
+        self.known = list(known)
+        self.session = session
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+        self.resync_all = False
+        self.ended = False
+        self.shutdown = False
+
+    # Broker side: never blocks, never raises.
+    def deliver(self, change: Change | None) -> None:
+        if self.ended:
+            return
+        if change is None:
+            self._resync()
+            return
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self._resync()
+
+    def _resync(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.resync_all = True
+        self.queue.put_nowait(_WAKE)
+
+    def end(self, shutdown: bool = False) -> None:
+        self.ended = True
+        self.shutdown = shutdown
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_WAKE)
+
+    # Response side.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._open()
+        watcher = asyncio.create_task(self._watch_disconnect(receive))
+        try:
+            for watched in self.watched:
+                await self.runtime.broker.subscribe(watched.key, self.deliver)
+            headers = [(k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await self._run(send)
+        except OSError:
+            pass  # the client went away mid-write
+        finally:
+            watcher.cancel()
+            for watched in self.watched:
+                await self.runtime.broker.unsubscribe(watched.key, self.deliver)
+            self._close()
+        if self.shutdown and self.protocol.name == "beta":
+            # Datastar beta reconnects only after a broken connection, so a
+            # stream ended by shutdown is left unfinished (the server logs it).
+            return
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _run(self, send: Send) -> None:
+        await self._send_full(send, initial=True)
+        while not self.ended:
+            try:
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    item = await self.queue.get()
+            except TimeoutError:
+                await self._write(send, ": heartbeat\n\n")
+                continue
+            if self.ended:
+                return
+            if self.resync_all:
+                self.resync_all = False
+                await self._send_full(send)
+            elif isinstance(item, Change):
+                await self._send_change(send, item)
+
+    async def _send_change(self, send: Send, change: Change) -> None:
+        position = self.index.get(change.key)
+        if position is None:
+            return
+        known = self.known[position]
+        if change.replay:
+            if change.version > known:
+                await self._send_full(send, only=position)
+            await self._write(send, self._format_elements(change, self._event_id()))
+            return
+        if change.version <= known:
+            return  # already shown (a duplicate, or the page's own event)
+        if change.version > known + 1:
+            await self._send_full(send, only=position)  # a message went missing
+            return
+        self.known[position] = change.version
+        event_id = self._event_id()
+        namespace = self.watched[position].namespace
+        text = self._format_elements(change, event_id)
+        if change.patch:
+            text += self.protocol.patch_signals({namespace: change.patch}, event_id)
+        await self._write(send, text)
+
+    def _format_elements(self, change: Change, event_id: str) -> str:
+        return "".join(
+            self.protocol.patch_elements(e.html, e.selector, e.mode, event_id)
+            for e in change.elements
+        )
+
+    async def _send_full(self, send: Send, initial: bool = False, only: int | None = None) -> None:
+        """The whole public state of instances whose version the page does not have."""
+        chunks = []
+        for position, watched in enumerate(self.watched):
+            if only is not None and position != only:
+                continue
+            state = await self._load(watched)
+            if state is None:
+                continue
+            version = stored_version(state)
+            if initial and version == self.known[position]:
+                continue
+            self.known[position] = version
+            chunks.append((watched.namespace, public_state(state)))
+        if chunks:
+            event_id = self._event_id()
+            await self._write(
+                send,
+                "".join(self.protocol.patch_signals({ns: s}, event_id) for ns, s in chunks),
+            )
+
+    async def _load(self, watched: _Watched) -> ReactiveState | None:
+        try:
+            return await self.runtime.store.load(watched.key, watched.registration.cls)
+        except Exception as exc:
+            logger.warning("faststate: live resync of %s failed: %s", watched.key, exc)
+            return None
+
+    def _event_id(self) -> str:
+        return ".".join(str(v) for v in self.known)
+
+    async def _write(self, send: Send, text: str) -> None:
+        message: Message = {"type": "http.response.body", "body": text.encode(), "more_body": True}
+        await send(message)
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.end()
+                return
+
+    def _open(self) -> None:
+        self.runtime.streams.add(self)
+        if self.session is not None:
+            counts = self.runtime.streams_by_session
+            counts[self.session] = counts.get(self.session, 0) + 1
+        if self.runtime.shutting_down:
+            self.end(shutdown=True)
+
+    def _close(self) -> None:
+        self.ended = True
+        self.runtime.streams.discard(self)
+        if self.session is not None:
+            counts = self.runtime.streams_by_session
+            left = counts.get(self.session, 1) - 1
+            if left > 0:
+                counts[self.session] = left
+            else:
+                counts.pop(self.session, None)
+
+
+def end_all_streams(runtime: Runtime) -> None:
+    """Shutdown: every open stream ends now, so the server need not wait for them."""
+    runtime.shutting_down = True
+    for stream in tuple(runtime.streams):
+        stream.end(shutdown=True)
