@@ -15,9 +15,9 @@ from faststate.protocol import Protocol
 
 if TYPE_CHECKING:
     from faststate.broker import Broker
-    from faststate.live import LiveStream
     from faststate.stores.base import StateStore
     from faststate.stores.sql import SQLPersistence
+    from faststate.streams import LiveStream
 
 CONTEXT_KEY: Final = "faststate"
 
@@ -48,6 +48,7 @@ class Runtime:
     live_max_age: int
     max_streams: int
     max_streams_per_session: int
+    heartbeat: float
     #: Open live streams, to end them on shutdown and to enforce the caps.
     streams: set[LiveStream] = field(default_factory=set)
     streams_by_session: dict[str, int] = field(default_factory=dict)

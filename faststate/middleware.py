@@ -20,13 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faststate.broker import Broker, LocalBroker, RedisBroker
 from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
 from faststate.guards import check_event_request
-from faststate.live import end_all_streams
 from faststate.protocol import Protocol, get_protocol
 from faststate.registry import registry_of
 from faststate.stores.base import StateStore
 from faststate.stores.memory import MemoryStore
 from faststate.stores.redis import RedisStore
 from faststate.stores.sql import SQLPersistence
+from faststate.streams import end_all_streams
 
 logger = logging.getLogger("faststate")
 
@@ -68,6 +68,7 @@ class FastStateMiddleware:
         live_max_age: int = 14 * 24 * 3600,
         max_streams: int = 10_000,
         max_streams_per_session: int = 16,
+        heartbeat: float = 15.0,
     ) -> None:
         self.app = app
         store = store if store is not None else MemoryStore()
@@ -85,6 +86,7 @@ class FastStateMiddleware:
             live_max_age=live_max_age,
             max_streams=max_streams,
             max_streams_per_session=max_streams_per_session,
+            heartbeat=heartbeat,
         )
         self.session_cookie = session_cookie
         self.max_age = max_age

@@ -63,7 +63,7 @@ def mount_events(app: Starlette, registration: Registration) -> None:
 
 def mount_live(app: Starlette) -> None:
     """The live stream endpoint, through the app's routing so beforeware runs."""
-    from faststate.live import LIVE_PATH, live_endpoint
+    from faststate.streams import LIVE_PATH, live_endpoint
 
     if _is_fasthtml(app):
 

@@ -38,7 +38,6 @@ from faststate.state import ReactiveState, public_state, stored_version
 logger = logging.getLogger("faststate")
 
 LIVE_PATH: Final = "/_faststate/live"
-HEARTBEAT_SECONDS: Final = 15.0
 QUEUE_SIZE: Final = 256
 _WAKE: Final = object()
 
@@ -92,7 +91,7 @@ async def live_endpoint(request: Request) -> Response:
     ):
         return PlainTextResponse("too many live streams", 429)
     known = _last_event_versions(request.headers, len(watched)) or versions
-    return LiveStream(runtime, watched, known, session)  # type: ignore[return-value]
+    return LiveStream(runtime, watched, known, session)
 
 
 def _entries(payload: Any) -> tuple[list[tuple[str, str, str]], list[int]]:
@@ -160,8 +159,8 @@ def _last_event_versions(headers: Headers, count: int) -> list[int] | None:
     return versions if len(versions) == count else None
 
 
-class LiveStream:
-    """The ASGI response of one page's stream."""
+class LiveStream(Response):
+    """The response of one page's stream: a Starlette ``Response`` that sends as it goes."""
 
     def __init__(
         self,
@@ -170,6 +169,10 @@ class LiveStream:
         known: list[int],
         session: str | None,
     ) -> None:
+        # As StreamingResponse does: no body, so no Content-Length.
+        self.status_code = 200
+        self.background = None
+        self.init_headers(SSE_HEADERS)
         self.runtime = runtime
         self.protocol: Protocol = runtime.protocol
         self.watched = list(watched)
@@ -212,8 +215,9 @@ class LiveStream:
         try:
             for watched in self.watched:
                 await self.runtime.broker.subscribe(watched.key, self.deliver)
-            headers = [(k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            )
             await self._run(send)
         except OSError:
             pass  # the client went away mid-write
@@ -233,7 +237,7 @@ class LiveStream:
         await self._send_full(send, initial=True)
         while not self.ended:
             try:
-                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                async with asyncio.timeout(self.runtime.heartbeat):
                     item = await self.queue.get()
             except TimeoutError:
                 await self._write(send, ": heartbeat\n\n")

@@ -1,0 +1,533 @@
+"""Live streams over a real uvicorn server: push, resync, security, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from faststate import (
+    FastStateMiddleware,
+    LocalBroker,
+    ReactiveState,
+    StateScope,
+    event,
+    live,
+    mutate,
+    push,
+    register_state,
+    use_state,
+)
+from faststate.broker import Change
+from faststate.context import Runtime
+from faststate.streams import QUEUE_SIZE, LiveStream, _Watched
+from faststate.testing import DATASTAR_HEADERS, SSEEvent, parse_sse
+
+from .servers import run_server
+
+SECRET = "live-test"
+HEADERS = {**DATASTAR_HEADERS, "Content-Type": "application/json"}
+
+
+class Board(ReactiveState):
+    count: int = 0
+
+    @event
+    def bump(self, by: int = 1) -> None:
+        self.count += by
+
+
+class Note(ReactiveState):
+    text: str = ""
+
+    @event
+    def write(self, text: str) -> None:
+        self.text = text
+
+
+class Panel(ReactiveState):
+    open: bool = False
+
+
+class Doc(ReactiveState):
+    body: str = ""
+
+
+class Profile(ReactiveState):
+    likes: int = 0
+
+
+def make_app(protocol: str = "v1", gzip: bool = False, **options: Any) -> Starlette:
+    async def page(request: Request) -> JSONResponse:
+        parts = request.query_params.get("parts", "board").split(",")
+        for part in parts:
+            if part == "board":
+                use_state(request, Board)
+            elif part == "note":
+                use_state(request, Note)
+            elif part == "panel":
+                use_state(request, Panel, key="p1")
+            elif part == "doc":
+                use_state(request, Doc, key=request.query_params.get("doc", "d1"))
+            elif part == "profile":
+                use_state(request, Profile)
+        attributes = live(request)
+        ((name, expression),) = attributes.items()
+        url = re.search(r'"(/_faststate/live\?t=[^"]+)"', expression)
+        assert url is not None
+        return JSONResponse({"attribute": name, "expression": expression, "url": url.group(1)})
+
+    async def webhook(request: Request) -> JSONResponse:
+        """Background-style changes: mutate() by the app, not by a request."""
+        await _mutations(request.app)
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/page", page), Route("/webhook", webhook, methods=["POST"])])
+    if gzip:
+        app.add_middleware(GZipMiddleware, minimum_size=1)
+    app.add_middleware(
+        FastStateMiddleware,
+        secret_key=SECRET,
+        protocol=protocol,
+        user_key=lambda request: request.headers.get("x-user"),
+        **options,
+    )
+    register_state(app, Board, scope=StateScope.GLOBAL)
+    register_state(app, Note, scope=StateScope.SESSION)
+    register_state(app, Panel, scope=StateScope.COMPONENT)
+    register_state(
+        app,
+        Doc,
+        scope=StateScope.RECORD,
+        authorize=lambda request, key: not key.endswith(":secret"),
+    )
+    register_state(app, Profile, scope=StateScope.USER)
+    return app
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, Starlette]]:
+    app = make_app()
+    with run_server(app) as base:
+        yield base, app
+
+
+class Stream:
+    """Reads SSE events from an open stream.
+
+    A task of its own reads the body: cancelling a read of httpx's iterator
+    (on a timeout) would close the response.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.events: asyncio.Queue[SSEEvent] = asyncio.Queue()
+        self.raw = ""
+        self.reader = asyncio.create_task(self._read(response))
+
+    async def _read(self, response: httpx.Response) -> None:
+        buffer = ""
+        try:
+            async for chunk in response.aiter_text():
+                self.raw += chunk
+                buffer += chunk
+                while "\n\n" in buffer:
+                    block, buffer = buffer.split("\n\n", 1)
+                    for sse in parse_sse(block + "\n\n"):
+                        self.events.put_nowait(sse)
+        except httpx.TransportError:
+            pass  # the server went away; the test waiting for events times out
+
+    async def next(self, wait: float = 5.0) -> SSEEvent:
+        async with asyncio.timeout(wait):
+            return await self.events.get()
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await self.next(seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+async def open_page(client: httpx.AsyncClient, parts: str = "board", **headers: str) -> str:
+    response = await client.get(f"/page?parts={parts}", headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["url"])
+
+
+async def connect(client: httpx.AsyncClient, url: str, **headers: str) -> AsyncIterator[Stream]:
+    async with client.stream("GET", url, headers={"Datastar-Request": "true", **headers}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream"
+        yield Stream(r)
+
+
+async def test_live_attributes_follow_protocol() -> None:
+    for protocol, attribute in (("v1", "data-init"), ("beta", "data-on-load")):
+        app = make_app(protocol)
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            data = (await client.get("/page")).json()
+        assert data["attribute"] == attribute
+        assert data["expression"].startswith("@get(")
+        if protocol == "v1":
+            assert '"retry": "always"' in data["expression"]
+
+
+async def test_change_by_another_client_reaches_open_stream(
+    server: tuple[str, Starlette],
+) -> None:
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as alice, httpx.AsyncClient(base_url=base) as bob:
+        url = await open_page(alice)
+        async with alice.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
+            stream = Stream(response)
+            assert await stream.nothing_within(0.3)  # the page already shows this version
+            before = (await bob.post("/Board/bump", headers=HEADERS, content="{}")).text
+            assert "datastar-patch-signals" in before
+            sse = await stream.next()
+            assert sse.type == "datastar-patch-signals"
+            count = sse.signals["Board"]["count"]
+            assert sse.id == str(count)  # the version travels as the event id
+            await bob.post("/Board/bump?by=5", headers=HEADERS, content="{}")
+            assert (await stream.next()).signals == {"Board": {"count": count + 5}}
+
+
+async def test_reconnect_with_old_last_event_id_resyncs_full_state(
+    server: tuple[str, Starlette],
+) -> None:
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as client:
+        url = await open_page(client, "board,note")
+        await client.post("/Note/write?text=hello", headers=HEADERS, content="{}")
+        headers = {"Datastar-Request": "true", "Last-Event-ID": "0.0"}
+        async with client.stream("GET", url, headers=headers) as response:
+            stream = Stream(response)
+            first, second = await stream.next(), await stream.next()
+            assert {**first.signals, **second.signals}.keys() == {"Board", "Note"}
+            assert second.signals["Note"]["text"] == "hello"
+            assert "id" in second.signals["Note"]  # the whole public state, not a diff
+
+
+async def test_gap_in_versions_sends_full_state(server: tuple[str, Starlette]) -> None:
+    base, app = server
+    async with httpx.AsyncClient(base_url=base) as client:
+        url = await open_page(client)
+        async with client.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
+            stream = Stream(response)
+            await stream.nothing_within(0.2)
+            runtime = app.state.faststate_registry.runtime
+            state = await runtime.store.load("global:Board", Board)
+            # A message that skips versions (as if the ones before were lost).
+            await runtime.broker.publish(Change("global:Board", state._fs_version + 5, {"x": 1}))
+            sse = await stream.next()
+            assert sse.signals["Board"]["count"] == state.count
+            assert "x" not in sse.signals["Board"]
+
+
+async def test_mutate_outside_an_event_is_pushed_and_rolled_back_on_error(
+    server: tuple[str, Starlette],
+) -> None:
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as client:
+        url = await open_page(client, "doc")
+        async with client.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
+            stream = Stream(response)
+            await stream.nothing_within(0.2)
+            assert (await client.post("/webhook")).json() == {"ok": True}
+            sse = await stream.next()
+            assert sse.signals == {"Doc_d1": {"body": "from a webhook"}}
+            elements = await stream.next()
+            assert elements.type == "datastar-patch-elements"
+            assert elements.html == '<p id="banner">pushed</p>'
+            assert await stream.nothing_within(0.3)  # the failed mutation sent nothing
+
+
+async def _mutations(app: Any) -> None:
+    async with mutate(app, Doc, key="d1") as doc:
+        doc.body = "from a webhook"
+    with pytest.raises(RuntimeError):
+        async with mutate(app, Doc, key="d1") as doc:
+            doc.body = "half"
+            raise RuntimeError("webhook failed")
+    async with mutate(app, Doc, key="d1") as doc:
+        assert doc.body == "from a webhook"
+        await push(app, doc, '<p id="banner">pushed</p>')
+
+
+async def test_forged_and_expired_tokens_are_refused(server: tuple[str, Starlette]) -> None:
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as client:
+        url = await open_page(client)
+        forged = url[:-3] + ("abc" if not url.endswith("abc") else "xyz")
+        assert (await client.get(forged)).status_code == 403
+        assert (await client.get("/_faststate/live")).status_code == 403
+        signer = URLSafeTimedSerializer(SECRET, salt="faststate.live")
+        old = signer.dumps({"s": None, "k": [["global:Board", "Board", "Board"]], "v": [0]})
+        # Re-sign the same payload as if it were issued 15 days ago.
+        real_time = time.time
+        try:
+            time.time = lambda: real_time() - 15 * 24 * 3600  # type: ignore[assignment]
+            old = signer.dumps({"s": None, "k": [["global:Board", "Board", "Board"]], "v": [0]})
+        finally:
+            time.time = real_time  # type: ignore[assignment]
+        assert (await client.get(f"/_faststate/live?t={old}")).status_code == 403
+        other_key = URLSafeTimedSerializer("not-the-key", salt="faststate.live").dumps(
+            {"s": None, "k": [["global:Board", "Board", "Board"]], "v": [0]}
+        )
+        assert (await client.get(f"/_faststate/live?t={other_key}")).status_code == 403
+
+
+async def test_token_of_another_session_is_refused(server: tuple[str, Starlette]) -> None:
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as alice, httpx.AsyncClient(base_url=base) as eve:
+        alice_url = await open_page(alice, "note,panel")
+        await open_page(eve, "note")  # eve has a session of her own
+        assert (await eve.get(alice_url)).status_code == 403
+        async with httpx.AsyncClient(base_url=base) as nobody:
+            assert (await nobody.get(alice_url)).status_code == 403
+
+
+async def test_authorize_and_user_are_checked_again_on_connect(
+    server: tuple[str, Starlette],
+) -> None:
+    base, _ = server
+    async with httpx.AsyncClient(base_url=base) as client:
+        response = await client.get("/page?parts=profile", headers={"x-user": "ada"})
+        url = response.json()["url"]
+        assert (await client.get(url, headers={"x-user": "bob"})).status_code == 403
+        assert (await client.get(url)).status_code == 403
+        signer = URLSafeTimedSerializer(SECRET, salt="faststate.live")
+        secret_doc = signer.dumps(
+            {"s": None, "k": [["record:Doc:secret", "Doc", "Doc_secret"]], "v": [0]}
+        )
+        assert (await client.get(f"/_faststate/live?t={secret_doc}")).status_code == 403
+        unknown = signer.dumps({"s": None, "k": [["global:Nope", "Nope", "Nope"]], "v": [0]})
+        assert (await client.get(f"/_faststate/live?t={unknown}")).status_code == 403
+
+
+async def test_streams_per_session_are_capped() -> None:
+    app = make_app(max_streams_per_session=2)
+    with run_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            url = await open_page(client, "note")
+            headers = {"Datastar-Request": "true"}
+            async with (
+                client.stream("GET", url, headers=headers),
+                client.stream("GET", url, headers=headers),
+            ):
+                await asyncio.sleep(0.2)
+                assert (await client.get(url)).status_code == 429
+            await asyncio.sleep(0.2)
+            async with client.stream("GET", url, headers=headers) as again:
+                assert again.status_code == 200
+
+
+async def test_patches_arrive_one_by_one_through_gzip_middleware() -> None:
+    app = make_app(gzip=True)
+    with run_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            url = await open_page(client)
+            async with client.stream(
+                "GET", url, headers={"Datastar-Request": "true", "Accept-Encoding": "gzip"}
+            ) as response:
+                assert "content-encoding" not in response.headers
+                stream = Stream(response)
+                for expected in range(1, 4):
+                    await client.post("/Board/bump", headers=HEADERS, content="{}")
+                    sse = await stream.next(3)
+                    assert sse.signals["Board"]["count"] == expected
+
+
+async def test_heartbeat_comments_keep_idle_streams_alive() -> None:
+    app = make_app(heartbeat=0.1)
+    with run_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            url = await open_page(client)
+            async with client.stream("GET", url, headers={"Datastar-Request": "true"}) as r:
+                received = ""
+                async with asyncio.timeout(3):
+                    async for chunk in r.aiter_text():
+                        received += chunk
+                        if received.count(": heartbeat") >= 2:
+                            break
+                assert received.count(": heartbeat") >= 2
+
+
+async def test_stream_ends_and_unsubscribes_when_client_leaves(
+    server: tuple[str, Starlette],
+) -> None:
+    base, app = server
+    runtime: Runtime = app.state.faststate_registry.runtime
+    async with httpx.AsyncClient(base_url=base) as client:
+        url = await open_page(client)
+        async with client.stream("GET", url, headers={"Datastar-Request": "true"}):
+            await asyncio.sleep(0.2)
+            assert len(runtime.streams) >= 1
+        for _ in range(100):  # the server notices the disconnect by itself
+            if not runtime.streams:
+                break
+            await asyncio.sleep(0.05)
+        assert not runtime.streams
+        assert runtime.broker.subscriber_count() == 0
+
+
+# Fan-out inside one process: the broker and the streams' queues, no network.
+
+
+def _fanout_stream(runtime: Runtime, registration: Any) -> LiveStream:
+    watched = [_Watched("global:Board", "Board", registration)]
+    return LiveStream(runtime, watched, [0], None)
+
+
+async def test_one_change_reaches_a_thousand_subscribers_and_a_frozen_one_delays_none() -> None:
+    app = make_app()
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await client.get("/page")
+    registry = app.state.faststate_registry
+    runtime: Runtime = registry.runtime
+    assert isinstance(runtime.broker, LocalBroker)
+    streams = [_fanout_stream(runtime, registry.by_name["Board"]) for _ in range(1000)]
+    frozen = _fanout_stream(runtime, registry.by_name["Board"])
+    for _ in range(QUEUE_SIZE):  # a page that stopped reading long ago
+        frozen.queue.put_nowait(object())
+    for stream in [*streams, frozen]:
+        await runtime.broker.subscribe("global:Board", stream.deliver)
+    started = time.perf_counter()
+    await runtime.broker.publish(Change("global:Board", 1, {"count": 1}))
+    elapsed = time.perf_counter() - started
+    assert all(s.queue.qsize() == 1 and s.queue.get_nowait().version == 1 for s in streams)
+    # The frozen page lost its backlog and will be sent the full state instead.
+    assert frozen.resync_all and frozen.queue.qsize() == 1
+    assert elapsed < 5  # not a benchmark: only proof that nothing waited on the frozen page
+
+
+# Whole servers in subprocesses: shutdown with open streams, workers through Redis.
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(EXAMPLES),
+            f"{module}:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **env},
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return process
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{module} did not start") from None
+            time.sleep(0.1)
+
+
+def _stream_url(page: str) -> str:
+    match = re.search(r"/_faststate/live\?t=[^&\"'\\]+", page.replace("&quot;", '"'))
+    assert match, page[:400]
+    return match.group(0)
+
+
+async def test_sigterm_with_open_streams_exits_promptly() -> None:
+    port = _free_port()
+    process = _start("ticker", port, {"FASTSTATE_SECRET_KEY": SECRET})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            url = _stream_url((await client.get("/")).text)
+            async with (
+                client.stream("GET", url, headers={"Datastar-Request": "true"}) as r,
+                client.stream("GET", url, headers={"Datastar-Request": "true"}),
+            ):
+                stream = Stream(r)
+                tick = await stream.next()  # the ticker's background mutate reaches the page
+                assert "Ticker" in tick.signals
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(process.wait, 10)
+                assert time.monotonic() - started < 5
+                # uvicorn re-raises the signal after its graceful shutdown
+                assert process.returncode in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_stream_on_one_worker_sees_a_change_made_on_another(
+    redis_url: str,
+) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+    env = {"FASTSTATE_SECRET_KEY": SECRET, "FASTSTATE_REDIS_URL": redis_url}
+    port_a, port_b = _free_port(), _free_port()
+    worker_a = _start("global_board", port_a, env)
+    worker_b = _start("global_board", port_b, env)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_a}") as a,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_b}") as b,
+        ):
+            url = _stream_url((await a.get("/")).text)
+            async with a.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
+                stream = Stream(response)
+                await stream.nothing_within(0.3)
+                vote = await b.post("/Poll/vote?choice=water", headers=HEADERS, content="{}")
+                assert vote.status_code == 200
+                sse = await stream.next(5)
+                assert sse.signals["Poll"]["votes"]["water"] == 1
+                assert sse.signals["Poll"]["total"] == 1
+    finally:
+        for worker in (worker_a, worker_b):
+            worker.terminate()
+            worker.wait(10)
+        redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+
+
+def test_change_json_round_trip() -> None:
+    from faststate.broker import ElementPatch
+
+    change = Change("k", 3, {"a": {"b": None}}, (ElementPatch("<p>x</p>", "#p", "inner"),), True)
+    assert Change.from_json(change.to_json()) == change
+    assert json.loads(change.to_json())["k"] == "k"
