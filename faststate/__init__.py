@@ -9,6 +9,7 @@ from faststate.middleware import FastStateMiddleware
 from faststate.mutations import mutate, push
 from faststate.registry import StateApp, register_state
 from faststate.scopes import StateConfig, StateScope
+from faststate.sessions import rotate_session
 from faststate.state import ReactiveState
 from faststate.stores import MemoryStore, StateStore
 from faststate.stores.redis import RedisStore
@@ -40,6 +41,7 @@ __all__ = [
     "push",
     "ref",
     "register_state",
+    "rotate_session",
     "signal_name",
     "signals",
     "text",

@@ -82,6 +82,13 @@ class RequestContext:
     def has_session(self) -> bool:
         return self._session_id is not None
 
+    def rotate_session(self) -> tuple[str | None, str]:
+        """Switch this request to a fresh session id; returns (old, new)."""
+        old = self._session_id
+        self._session_id = secrets.token_urlsafe(24)
+        self.session_is_new = True
+        return old, self._session_id
+
     @property
     def existing_session_id(self) -> str | None:
         """The session id if this request has one, without creating it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -43,6 +43,10 @@ from faststate.state import (
 from faststate.stores.base import StaleState, StoreUnavailable
 
 logger = logging.getLogger("faststate")
+
+#: Signals are a page's data, not documents: deeper nesting is refused (400)
+#: before any parameter validation walks it.
+MAX_JSON_DEPTH = 32
 
 _STOP = object()
 
@@ -161,7 +165,27 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
         return PlainTextResponse("request body is not valid JSON", 400)
     if not isinstance(data, dict):
         return PlainTextResponse("request body must be a JSON object of signals", 400)
+    if _too_deep(data, MAX_JSON_DEPTH):
+        return PlainTextResponse(f"request body nests deeper than {MAX_JSON_DEPTH} levels", 400)
     return data
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests deeper than ``limit`` (checked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

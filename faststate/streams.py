@@ -215,9 +215,7 @@ class LiveStream(Response):
         try:
             for watched in self.watched:
                 await self.runtime.broker.subscribe(watched.key, self.deliver)
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._run(send)
         except OSError:
             pass  # the client went away mid-write

@@ -7,14 +7,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
 
-from faststate.state import set_stored_version, stored_version
+from faststate.state import ReactiveState, set_stored_version, stored_version
 from faststate.stores.base import S, StateStore
 from faststate.stores.locks import KeyLocks
-
-if TYPE_CHECKING:
-    from faststate.state import ReactiveState
 
 DEFAULT_MAX_INSTANCES = 100_000
 

@@ -1,0 +1,43 @@
+"""Session rotation: a fresh session id at login, so a planted one is worthless."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.requests import HTTPConnection
+
+from faststate.context import context_of
+from faststate.instances import registration_for
+from faststate.scopes import StateScope
+from faststate.state import ReactiveState
+
+
+async def rotate_session(
+    request: HTTPConnection, carry: Iterable[type[ReactiveState]] = ()
+) -> None:
+    """Give the browser a new session id (call it when the user logs in or out).
+
+    An attacker who made a victim use a session id he knows (session
+    fixation) loses it here: the response sets a cookie with a new id, and
+    state stays with the new id only.  SESSION-scoped classes in ``carry``
+    (a cart filled before login, say) move to the new session; all other
+    state of the old session is left to expire.
+    """
+    context = context_of(request)
+    old, new = context.rotate_session()
+    if old is None:
+        return
+    store = context.runtime.store
+    for cls in carry:
+        registration = registration_for(context, request, cls)
+        if registration.config.scope is not StateScope.SESSION:
+            raise ValueError(f"only SESSION-scoped classes can be carried, not {cls.__name__}")
+        old_key = f"session:{cls.__name__}:{old}"
+        new_key = f"session:{cls.__name__}:{new}"
+        async with store.lock(old_key):
+            state = await store.load(old_key, cls)
+            if state is None:
+                continue
+            await store.add(new_key, state, registration.config.ttl)
+            await store.delete(old_key)
+    context.resolved.clear()  # a page rendered after this must resolve again
