@@ -60,6 +60,7 @@ class EventSpec:
     mode: PatchMode
     kind: EventKind
     broadcast: bool = False
+    thread: bool = False
     _params: list[_Param] | None = field(default=None, repr=False)
 
     def params(self) -> list[_Param]:
@@ -112,6 +113,7 @@ def event(
     mode: PatchMode = "outer",
     merge_mode: str | None = None,
     broadcast: bool = False,
+    thread: bool = False,
 ) -> Callable[[F], F]: ...
 def event(
     func: Callable[..., Any] | None = None,
@@ -123,6 +125,7 @@ def event(
     mode: PatchMode = "outer",
     merge_mode: str | None = None,
     broadcast: bool = False,
+    thread: bool = False,
 ) -> Any:
     """Mark a ``ReactiveState`` method as an HTTP event.
 
@@ -131,6 +134,10 @@ def event(
     Signal changes reach every live page showing the instance; returned
     elements go to the caller only, unless ``broadcast=True`` (then they must
     not depend on who asked).
+
+    A plain ``def`` event runs on the event loop, like the short state change
+    it should be; ``thread=True`` runs it (and each step of a generator) in
+    a worker thread instead, for blocking work.
     """
     method = method.lower()
     if method not in EVENT_METHODS:
@@ -149,7 +156,10 @@ def event(
         if name.startswith("_"):
             raise ValueError(f"{name}: names starting with '_' cannot be events")
         _check_signature(target)
-        spec = EventSpec(name, target, path, method, selector, mode, _kind(target), broadcast)
+        kind = _kind(target)
+        if thread and kind in ("async", "async_generator"):
+            raise ValueError(f"{name}: thread=True is for plain def events, not async ones")
+        spec = EventSpec(name, target, path, method, selector, mode, kind, broadcast, thread)
         setattr(target, EVENT_ATTRIBUTE, spec)
         return target
 

@@ -8,8 +8,8 @@ import os
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
@@ -32,7 +32,9 @@ logger = logging.getLogger("faststate")
 
 SECRET_KEY_ENV = "FASTSTATE_SECRET_KEY"
 GUARDED_KEY = "faststate.guarded"
+BODY_KEY = "faststate.body"
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+VERIFIED_COOKIES = 10_000
 SecretKey = str | bytes | Sequence[str | bytes]
 
 
@@ -88,6 +90,7 @@ class FastStateMiddleware:
             max_streams_per_session=max_streams_per_session,
             heartbeat=heartbeat,
         )
+        self._verified: dict[str, tuple[str, float]] = {}
         self.session_cookie = session_cookie
         self.max_age = max_age
         self.https_only = https_only
@@ -157,23 +160,30 @@ class FastStateMiddleware:
 
     def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
         """The session id of a valid cookie, and whether to re-issue it."""
-        cookie = _cookie_value(Headers(scope=scope).get("cookie"), self.session_cookie)
+        cookie = _cookie_value(_header(scope, b"cookie"), self.session_cookie)
         if cookie is None:
             return None, False
-        try:
-            value, signed_at = self.signer.unsign(
-                cookie, max_age=self.max_age, return_timestamp=True
-            )
-        except BadSignature:
-            # Forged, expired or signed with a retired key: a fresh session,
-            # never the one the cookie names.
-            return None, False
-        session_id = value.decode("ascii", "replace")
-        refresh = False
-        if self.max_age is not None:
-            age = datetime.now(UTC) - signed_at
-            refresh = age.total_seconds() > self.max_age / 2
-        return session_id, refresh
+        verified = self._verified.get(cookie)
+        if verified is None:
+            try:
+                value, signed = self.signer.unsign(cookie, return_timestamp=True)
+            except BadSignature:
+                # Forged or signed with a retired key: a fresh session, never
+                # the one the cookie names.
+                return None, False
+            verified = (value.decode("ascii", "replace"), signed.timestamp())
+            # The signature of a given cookie string never changes verdict:
+            # remembering it spares two HMACs per request of a busy session.
+            if len(self._verified) >= VERIFIED_COOKIES:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[cookie] = verified
+        session_id, signed_at = verified
+        if self.max_age is None:
+            return session_id, False
+        age = time.time() - signed_at
+        if age > self.max_age:
+            return None, False  # expired: a fresh session
+        return session_id, age > self.max_age / 2
 
     def _cookie(self, scope: Scope, session_id: str) -> str:
         value = self.signer.sign(session_id).decode("ascii")
@@ -233,6 +243,7 @@ class FastStateMiddleware:
             return await receive()
 
         scope[GUARDED_KEY] = True
+        scope[BODY_KEY] = body
         return None, replay
 
 
@@ -293,6 +304,13 @@ def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | 
     if not keys or any(not key for key in keys):
         raise ValueError("secret_key must not be empty")
     return keys
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:

@@ -27,7 +27,7 @@ from faststate.context import RequestContext, context_of
 from faststate.events import EventSpec
 from faststate.guards import check_event_request
 from faststate.instances import address_for, authorize, binding_for, commit, load_or_create
-from faststate.middleware import GUARDED_KEY
+from faststate.middleware import BODY_KEY, GUARDED_KEY
 from faststate.protocol import SSE_HEADERS, Protocol
 from faststate.registry import Registration
 from faststate.scopes import InstanceAddress
@@ -138,8 +138,10 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     """The top-level values the client sent: Datastar's JSON signals or form fields."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    raw: bytes | None = request.scope.get(BODY_KEY)  # read and bounded by the middleware
     try:
-        raw = await _read_limited(request, limit)
+        if raw is None:
+            raw = await _read_limited(request, limit)
     except RuntimeError:
         # FastHTML parses multipart bodies itself before the handler runs;
         # the middleware has already bounded them.
@@ -250,8 +252,10 @@ class EventRun:
             try:
                 if self.spec.kind == "async":
                     result = await self.spec.func(state, **self.kwargs)
-                else:
+                elif self.spec.thread:
                     result = await to_thread.run_sync(partial(self.spec.func, state, **self.kwargs))
+                else:
+                    result = self.spec.func(state, **self.kwargs)
                 elements = [] if isinstance(result, Response) else self._elements(result)
                 end_tracking(state)
                 patch = diff_tracked(state, tracker)
@@ -324,11 +328,12 @@ class EventRun:
             async for item in self.spec.func(state, **self.kwargs):
                 yield item
             return
-        iterator: Iterator[Any] = await to_thread.run_sync(
-            partial(self.spec.func, state, **self.kwargs)
-        )
+        iterator: Iterator[Any] = self.spec.func(state, **self.kwargs)
         while True:
-            item = await to_thread.run_sync(next, iterator, _STOP)
+            if self.spec.thread:
+                item = await to_thread.run_sync(next, iterator, _STOP)
+            else:
+                item = next(iterator, _STOP)
             if item is _STOP:
                 return
             yield item

@@ -1,39 +1,69 @@
-"""Per-key asyncio locks for one process, freed when nobody holds or waits."""
+"""Per-key locks for one process, with nothing kept for keys nobody holds.
+
+An uncontended acquire costs a dict insert; waiters queue in order and the
+lock passes straight to the next one on release.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-
-class _KeyLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+from collections import deque
+from types import TracebackType
 
 
 class KeyLocks:
     """``async with locks.hold(key)``: one holder per key in this process."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, _KeyLock] = {}
+        # key → waiters (empty while held without contention)
+        self._held: dict[str, deque[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._held)
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        held = self._locks.get(key)
-        if held is None:
-            held = self._locks[key] = _KeyLock()
-        held.users += 1
+    def hold(self, key: str) -> _Held:
+        return _Held(self, key)
+
+    async def acquire(self, key: str) -> None:
+        waiters = self._held.get(key)
+        if waiters is None:
+            self._held[key] = deque()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(future)
         try:
-            async with held.lock:
-                yield
-        finally:
-            held.users -= 1
-            if held.users == 0:
-                del self._locks[key]
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(key)  # the lock was handed over just as we gave up
+            elif future in waiters:
+                waiters.remove(future)
+            raise
+
+    def release(self, key: str) -> None:
+        waiters = self._held[key]
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # ownership passes to this waiter
+                return
+        del self._held[key]
+
+
+class _Held:
+    __slots__ = ("key", "locks")
+
+    def __init__(self, locks: KeyLocks, key: str) -> None:
+        self.locks = locks
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        await self.locks.acquire(self.key)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.locks.release(self.key)

@@ -1,0 +1,97 @@
+"""The apps the benchmarks compare: faststate against the smallest hand-written twin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datastar_py import ServerSentEventGenerator
+from itsdangerous import BadSignature, TimestampSigner
+from sqlmodel import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from faststate import (
+    FastStateMiddleware,
+    MemoryStore,
+    ReactiveState,
+    StateScope,
+    StateStore,
+    event,
+    register_state,
+    use_state,
+)
+
+SECRET = "bench-secret"
+SSE = {"Cache-Control": "no-cache", "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+
+
+class CounterState(ReactiveState):
+    count: int = 0
+
+    @event
+    async def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+
+class BigState(ReactiveState):
+    count: int = 0
+    items: list[int] = Field(default_factory=lambda: list(range(10_000)))
+
+    @event
+    async def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+
+class SmallState(ReactiveState):
+    count: int = 0
+
+    @event
+    async def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+
+class IdleState(ReactiveState):
+    """Three fields, as an idle visitor's session holds them."""
+
+    count: int = 0
+    name: str = ""
+    active: bool = False
+
+
+def faststate_app(store: StateStore | None = None) -> Starlette:
+    async def page(request: Request) -> Response:
+        use_state(request, CounterState)
+        use_state(request, BigState)
+        use_state(request, SmallState)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=store or MemoryStore())
+    register_state(app, CounterState, scope=StateScope.SESSION)
+    register_state(app, BigState, scope=StateScope.SESSION)
+    register_state(app, SmallState, scope=StateScope.SESSION)
+    return app
+
+
+def handwritten_app() -> Starlette:
+    """What a careful developer writes by hand with datastar-py: the baseline."""
+    signer = TimestampSigner(SECRET, salt="bench.session")
+    sessions: dict[str, dict[str, Any]] = {}
+
+    async def increment(request: Request) -> Response:
+        try:
+            sid = signer.unsign(request.cookies.get("session", "")).decode()
+        except BadSignature:
+            return PlainTextResponse("no session", 403)
+        session = sessions.setdefault(sid, {"count": 0})
+        session["count"] += int(request.query_params.get("amount", "1"))
+        body = ServerSentEventGenerator.patch_signals({"CounterState": {"count": session["count"]}})
+        return Response(body, headers=SSE)
+
+    return Starlette(routes=[Route("/CounterState/increment", increment, methods=["POST"])])
+
+
+def handwritten_cookie() -> str:
+    return "session=" + TimestampSigner(SECRET, salt="bench.session").sign("bench").decode()

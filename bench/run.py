@@ -1,0 +1,357 @@
+"""faststate benchmarks: every figure a ratio against a baseline measured in the same run.
+
+    python bench/run.py            # all figures, a table, and bench/RESULTS.md rewritten
+    python bench/run.py --json     # the same figures as one JSON object
+    python bench/run.py --quick    # tiny counts: proves the scripts work (CI)
+
+The machines are shared and noisy, so absolute times mean little; ratios
+taken side by side in one run, medians of several rounds, mean more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import apps  # noqa: E402
+from asgi import EVENT_HEADERS, call, scope, session_cookie  # noqa: E402
+
+REDIS_URL = os.environ.get("FASTSTATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def _time_events(app: Any, path: str, cookie: bytes, count: int) -> float:
+    """Seconds per event, ``count`` events in a row."""
+    request = scope("POST", path, [*EVENT_HEADERS, (b"cookie", cookie)], b"amount=1")
+    started = time.perf_counter()
+    for _ in range(count):
+        status, _, _ = await call(app, request, b"{}")
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}")
+    return (time.perf_counter() - started) / count
+
+
+async def _alternate(pairs: list[tuple[Any, str, bytes]], count: int, rounds: int) -> list[float]:
+    """Median seconds per event of each (app, path, cookie), rounds interleaved."""
+    samples: list[list[float]] = [[] for _ in pairs]
+    for app, path, cookie in pairs:  # warm up: first-use costs are not the steady state
+        await _time_events(app, path, cookie, max(20, count // 10))
+    for _ in range(rounds):
+        for index, (app, path, cookie) in enumerate(pairs):
+            gc.collect()
+            samples[index].append(await _time_events(app, path, cookie, count))
+    return [statistics.median(s) for s in samples]
+
+
+async def event_overhead(count: int, rounds: int) -> dict[str, float]:
+    fast = apps.faststate_app()
+    hand = apps.handwritten_app()
+    cookie = await session_cookie(fast)
+    fast_s, hand_s = await _alternate(
+        [
+            (fast, "/CounterState/increment", cookie),
+            (hand, "/CounterState/increment", apps.handwritten_cookie().encode()),
+        ],
+        count,
+        rounds,
+    )
+    return {
+        "event_faststate_us": fast_s * 1e6,
+        "event_handwritten_us": hand_s * 1e6,
+        "event_overhead_ratio": fast_s / hand_s,
+    }
+
+
+async def state_size(count: int, rounds: int) -> dict[str, float]:
+    app = apps.faststate_app()
+    cookie = await session_cookie(app)
+    big, small = await _alternate(
+        [(app, "/BigState/increment", cookie), (app, "/SmallState/increment", cookie)],
+        count,
+        rounds,
+    )
+    return {"state_big_us": big * 1e6, "state_small_us": small * 1e6, "state_size_ratio": big / small}
+
+
+async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure: no Redis to measure
+        print(f"redis_vs_memory skipped: Redis unreachable ({exc})", file=sys.stderr)
+        return {"redis_vs_memory_ratio": None}
+    from faststate import RedisStore
+
+    store = RedisStore(REDIS_URL, prefix=f"faststate-bench:{os.getpid()}:")
+    redis_app = apps.faststate_app(store)
+    memory_app = apps.faststate_app()
+    try:
+        redis_s, memory_s = await _alternate(
+            [
+                (redis_app, "/CounterState/increment", await session_cookie(redis_app)),
+                (memory_app, "/CounterState/increment", await session_cookie(memory_app)),
+            ],
+            count,
+            rounds,
+        )
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{store.prefix}*"):
+            client.delete(key)
+        await store.aclose()
+    return {
+        "event_redis_us": redis_s * 1e6,
+        "event_memory_us": memory_s * 1e6,
+        "redis_vs_memory_ratio": redis_s / memory_s,
+    }
+
+
+def bytes_per_session(count: int) -> dict[str, float]:
+    """Memory held per idle SESSION instance, from ``count`` instances in the store."""
+    from faststate import MemoryStore
+    from faststate.context import Resolved  # noqa: F401 - imported before measuring
+    from faststate.scopes import InstanceAddress
+    from faststate.state import Binding, bind
+    from faststate.protocol import get_protocol
+
+    store = MemoryStore(max_instances=count + 1)
+    protocol = get_protocol("v1")
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for index in range(count):
+        # What use_state leaves behind for one visitor: a key, an instance
+        # bound to its address, and the store's entry.
+        key = f"session:IdleState:{index:032x}"
+        state = store.add_sync(key, apps.IdleState(), 3600)
+        address = InstanceAddress(key, "IdleState", None)
+        bind(state, Binding(address.key, address.namespace, protocol, "", None))
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(store) == count
+    return {"bytes_per_session": (after - before) / count}
+
+
+def fanout_inprocess(subscribers: int, rounds: int) -> dict[str, float]:
+    async def once() -> float:
+        from faststate import FastStateMiddleware, LocalBroker
+        from faststate.broker import Change
+        from faststate.streams import LiveStream, _Watched
+
+        app = apps.faststate_app()
+        await session_cookie(app)  # builds the middleware and its runtime
+        runtime = app.state.faststate_registry.runtime
+        registration = app.state.faststate_registry.by_name["CounterState"]
+        assert isinstance(runtime.broker, LocalBroker), FastStateMiddleware
+        streams = [
+            LiveStream(runtime, [_Watched("global:X", "X", registration)], [0], None)
+            for _ in range(subscribers)
+        ]
+        for stream in streams:
+            await runtime.broker.subscribe("global:X", stream.deliver)
+        started = time.perf_counter()
+        await runtime.broker.publish(Change("global:X", 1, {"count": 1}))
+        elapsed = time.perf_counter() - started
+        assert all(s.queue.qsize() == 1 for s in streams)
+        return elapsed * 1000
+
+    return {"fanout_inprocess_ms": statistics.median(asyncio.run(once()) for _ in range(rounds))}
+
+
+def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
+    """One change published by this process, received by ``subscribers`` streams in another."""
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        print(f"fanout_redis skipped: Redis unreachable ({exc})", file=sys.stderr)
+        return {"fanout_redis_ms": None}
+    results = []
+    for _ in range(rounds):
+        worker = subprocess.Popen(
+            [sys.executable, str(HERE / "fanout_worker.py"), REDIS_URL, str(subscribers)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stdout is not None
+        if worker.stdout.readline().strip() != "ready":
+            raise RuntimeError("fan-out worker did not start")
+        import redis as redis_sync
+
+        from faststate.broker import Change
+
+        client = redis_sync.Redis.from_url(REDIS_URL)
+        time.sleep(0.2)  # the subscription is confirmed before "ready"; let it settle
+        sent = time.time()
+        client.publish("faststate-bench:push:global:X", Change("global:X", 1, {"t": sent}).to_json())
+        line = worker.stdout.readline()
+        worker.wait(10)
+        client.close()
+        results.append(json.loads(line)["last_received"] - sent)
+    return {"fanout_redis_ms": statistics.median(results) * 1000}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def over_http(seconds: int) -> dict[str, float | None]:
+    """Both apps under uvicorn (one worker each), loaded by wrk from another process."""
+    if shutil.which("wrk") is None:
+        print("over_http skipped: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return {"http_ratio": None}
+    import httpx
+
+    results: dict[str, list[float]] = {"faststate": [], "handwritten": []}
+    rounds = 2 if seconds >= 5 else 1
+    for _ in range(rounds):
+        for name in ("faststate", "handwritten"):
+            port = _free_port()
+            server = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), f"serve:{name}",
+                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+            )
+            try:
+                base = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        response = httpx.get(base + "/", timeout=1)
+                        break
+                    except httpx.TransportError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+                cookie = (
+                    response.headers.get("set-cookie", "").split(";", 1)[0]
+                    if name == "faststate"
+                    else apps.handwritten_cookie()
+                )
+                results[name].append(_wrk(base, cookie, seconds))
+            finally:
+                server.terminate()
+                server.wait(10)
+    fast = statistics.median(results["faststate"])
+    hand = statistics.median(results["handwritten"])
+    return {"http_faststate_rps": fast, "http_handwritten_rps": hand, "http_ratio": fast / hand}
+
+
+def _wrk(base: str, cookie: str, seconds: int) -> float:
+    script = f"""
+wrk.method = "POST"
+wrk.body = "{{}}"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Datastar-Request"] = "true"
+wrk.headers["Sec-Fetch-Site"] = "same-origin"
+wrk.headers["Cookie"] = "{cookie}"
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        output = subprocess.run(
+            ["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", handle.name,
+             f"{base}/CounterState/increment?amount=1"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    if "Non-2xx" in output:
+        raise RuntimeError(f"wrk saw errors:\n{output}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match, output
+    return float(match.group(1))
+
+
+TARGETS = {
+    "event_overhead_ratio": ("<=", 1.3),
+    "http_ratio": (">=", 0.8),
+    "state_size_ratio": ("<=", 1.5),
+    "fanout_inprocess_ms": ("<=", 50.0),
+    "fanout_redis_ms": ("<=", 250.0),
+    "bytes_per_session": ("<=", 2048.0),
+    "redis_vs_memory_ratio": ("", None),
+}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    events, rounds = (200, 3) if quick else (3000, 7)
+    figures: dict[str, Any] = {}
+    figures.update(asyncio.run(event_overhead(events, rounds)))
+    figures.update(asyncio.run(state_size(events, rounds)))
+    figures.update(asyncio.run(redis_vs_memory(events // 3, rounds)))
+    figures.update(bytes_per_session(1000 if quick else 100_000))
+    figures.update(fanout_inprocess(1000, 3 if quick else 9))
+    figures.update(fanout_redis(1000, 1 if quick else 5))
+    figures.update(over_http(1 if quick else 10))
+    return figures
+
+
+def table(figures: dict[str, Any]) -> str:
+    lines = ["| figure | value | target | met |", "|---|---|---|---|"]
+    for name, value in figures.items():
+        target = TARGETS.get(name)
+        shown = "n/a" if value is None else f"{value:,.2f}"
+        if target is None or target[1] is None or value is None:
+            lines.append(f"| {name} | {shown} | | |")
+            continue
+        op, limit = target
+        met = value <= limit if op == "<=" else value >= limit
+        lines.append(f"| {name} | {shown} | {op} {limit:g} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    args = parser.parse_args()
+    figures = run(args.quick)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(table(figures))
+    if not args.quick:
+        today = datetime.date.today().isoformat()
+        (HERE / "RESULTS.md").write_text(
+            f"# Benchmark results\n\nRegenerated by `python bench/run.py` on {today}.\n\n"
+            f"Machine: {machine()} (shared; figures are ratios taken in one run).\n\n"
+            f"{table(figures)}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

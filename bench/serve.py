@@ -1,0 +1,16 @@
+"""The two apps as uvicorn targets for the HTTP benchmark (``uvicorn serve:faststate``)."""
+
+from apps import faststate_app, handwritten_app
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+faststate = faststate_app()
+handwritten = handwritten_app()
+
+
+async def _ready(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+handwritten.router.routes.append(Route("/", _ready))
