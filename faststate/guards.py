@@ -10,10 +10,9 @@ when same-origin is proven.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-from starlette.datastructures import Headers
 
 JSON_TYPES = frozenset({"application/json"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
@@ -26,7 +25,7 @@ class Refusal:
 
 
 def check_event_request(
-    headers: Headers,
+    headers: Mapping[str, str],
     host: str | None,
     trusted_origins: frozenset[str],
     max_body_size: int,

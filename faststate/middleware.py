@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -210,7 +210,10 @@ class FastStateMiddleware:
         self, scope: Scope, receive: Receive
     ) -> tuple[PlainTextResponse | None, Receive]:
         """Refuse a hostile event request before any routing or parsing."""
-        headers = Headers(scope=scope)
+        # ASGI header names are lower-case already: one pass builds the lookup.
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
         limit = self.runtime.max_body_size
         refusal = check_event_request(
             headers, headers.get("host"), self.runtime.trusted_origins, limit

@@ -167,7 +167,8 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
         return PlainTextResponse("request body is not valid JSON", 400)
     if not isinstance(data, dict):
         return PlainTextResponse("request body must be a JSON object of signals", 400)
-    if _too_deep(data, MAX_JSON_DEPTH):
+    # Nesting needs two bytes a level, so a short body cannot be too deep.
+    if len(raw) > 2 * MAX_JSON_DEPTH and _too_deep(data, MAX_JSON_DEPTH):
         return PlainTextResponse(f"request body nests deeper than {MAX_JSON_DEPTH} levels", 400)
     return data
 

@@ -168,7 +168,10 @@ def dump_public(state: ReactiveState, include: set[str] | None = None) -> dict[s
     old value even after a new one arrives.  An empty string shows nothing
     and keeps the binding alive.
     """
-    dumped: dict[str, Any] = state.model_dump(mode="json", include=include)
+    # The model's own serializer, without SQLModel's model_dump wrapper.
+    dumped: dict[str, Any] = state.__pydantic_serializer__.to_python(
+        state, mode="json", include=include
+    )
     return {name: _without_nulls(value) for name, value in dumped.items()}
 
 
