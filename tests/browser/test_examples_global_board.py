@@ -1,0 +1,96 @@
+"""Browser tests of examples/global_board.py (GLOBAL scope: one poll for everyone)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CHOICES = ("tea", "coffee", "water")
+
+pytestmark = pytest.mark.parametrize("protocol", ["v1", "beta"])
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"browser_example_{name}", EXAMPLES / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def site(serve) -> Iterator[Callable[[str], str]]:
+    """``site(protocol) -> base_url``: one server per protocol, started on first use."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTSTATE_SECRET_KEY", "browser-examples-board")
+        example = load_example("global_board")
+        urls: dict[str, str] = {}
+
+        def base_url(protocol: str) -> str:
+            if protocol not in urls:
+                urls[protocol] = serve(example.create_app(protocol))
+            return urls[protocol]
+
+        yield base_url
+
+
+def open_board(context: Any, base: str) -> tuple[Any, dict[str, int]]:
+    """Open the board; return the page and the votes it shows (total checked)."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(base + "/")
+    expect(page.locator("#total")).to_have_text(re.compile(r"^\d+$"))
+    votes = {c: int(page.locator(f"#votes-{c}").inner_text()) for c in CHOICES}
+    expect(page.locator("#total")).to_have_text(str(sum(votes.values())))
+    return page, votes
+
+
+def expect_board(page: Any, votes: dict[str, int]) -> None:
+    from playwright.sync_api import expect
+
+    for choice in CHOICES:
+        expect(page.locator(f"#votes-{choice}")).to_have_text(str(votes[choice]))
+    expect(page.locator("#total")).to_have_text(str(sum(votes.values())))
+
+
+def test_votes_from_two_sessions_add_up(protocol: str, site, new_context, page_errors) -> None:
+    base = site(protocol)
+    alice, votes = open_board(new_context(protocol), base)
+
+    alice.click("#vote-tea")
+    votes["tea"] += 1
+    expect_board(alice, votes)
+    alice.click("#vote-coffee")
+    votes["coffee"] += 1
+    expect_board(alice, votes)
+
+    bob, seen = open_board(new_context(protocol), base)
+    assert seen == votes  # one poll for everyone
+    bob.click("#vote-tea")
+    votes["tea"] += 1
+    expect_board(bob, votes)
+    bob.click("#vote-water")
+    votes["water"] += 1
+    expect_board(bob, votes)
+
+    alice.reload()
+    expect_board(alice, votes)
+    alice.click("#vote-water")
+    votes["water"] += 1
+    expect_board(alice, votes)  # the computed total follows
+    bob.reload()
+    expect_board(bob, votes)
+    assert page_errors(alice) == []
+    assert page_errors(bob) == []

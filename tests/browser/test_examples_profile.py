@@ -1,0 +1,157 @@
+"""Browser tests of examples/profile.py (USER scope, login through FastHTML beforeware).
+
+USER state is shared by every session of one user on the module's server, so
+each test logs in with its own user names (bob only where defaults are expected).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+pytestmark = pytest.mark.parametrize("protocol", ["v1", "beta"])
+
+
+def load_example(name: str) -> ModuleType:
+    # "profile" would clash with the stdlib module: load it under its own name
+    spec = importlib.util.spec_from_file_location(
+        f"browser_example_{name}", EXAMPLES / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def site(serve) -> Iterator[Callable[[str], str]]:
+    """``site(protocol) -> base_url``: one server per protocol, started on first use."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTSTATE_SECRET_KEY", "browser-examples-profile")
+        example = load_example("profile")
+        urls: dict[str, str] = {}
+
+        def base_url(protocol: str) -> str:
+            if protocol not in urls:
+                urls[protocol] = serve(example.create_app(protocol))
+            return urls[protocol]
+
+        yield base_url
+
+
+def log_in(context: Any, base: str, username: str) -> Any:
+    """Open ``/`` in ``context``, get sent to the login form, log in; return the page."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.goto(base + "/")
+    expect(page).to_have_url(base + "/login")
+    page.fill("#username", username)
+    page.click("#login")
+    expect(page).to_have_url(base + "/")
+    expect(page.locator("#user")).to_have_text(username)
+    return page
+
+
+def test_home_redirects_to_login(protocol: str, site, new_context, page_errors) -> None:
+    from playwright.sync_api import expect
+
+    base = site(protocol)
+    page = new_context(protocol).new_page()
+    response = page.goto(base + "/")
+    assert response is not None and response.ok
+    expect(page).to_have_url(base + "/login")
+    expect(page.locator("#username")).to_be_visible()
+    expect(page.locator("#likes")).to_have_count(0)
+    assert page_errors(page) == []
+
+
+def test_like_and_rename(protocol: str, site, new_context, page_errors) -> None:
+    from playwright.sync_api import expect
+
+    page = log_in(new_context(protocol), site(protocol), "carol")
+    likes, name = page.locator("#likes"), page.locator("#display-name")
+    expect(likes).to_have_text("0")
+    expect(name).to_have_text("anonymous")
+
+    page.click("#like")
+    expect(likes).to_have_text("1")
+    page.click("#like")
+    expect(likes).to_have_text("2")
+
+    page.fill("#new-name", "Carol C.")
+    page.click("#rename")
+    expect(name).to_have_text("Carol C.")
+    page.fill("#new-name", "  Caz  ")
+    page.click("#rename")
+    expect(name).to_have_text("Caz")  # stripped by the DisplayName constraint
+
+    page.reload()
+    expect(likes).to_have_text("2")
+    expect(name).to_have_text("Caz")
+    assert page_errors(page) == []
+
+
+def test_same_user_shares_the_profile(protocol: str, site, new_context, page_errors) -> None:
+    from playwright.sync_api import expect
+
+    base = site(protocol)
+    first = log_in(new_context(protocol), base, "ada")
+    expect(first.locator("#likes")).to_have_text("0")
+    first.click("#like")
+    expect(first.locator("#likes")).to_have_text("1")
+    first.fill("#new-name", "Ada Lovelace")
+    first.click("#rename")
+    expect(first.locator("#display-name")).to_have_text("Ada Lovelace")
+
+    # same user, another browser (another session): same profile
+    second = log_in(new_context(protocol), base, "ada")
+    expect(second.locator("#likes")).to_have_text("1")
+    expect(second.locator("#display-name")).to_have_text("Ada Lovelace")
+    second.click("#like")
+    expect(second.locator("#likes")).to_have_text("2")
+
+    # another user: defaults
+    third = log_in(new_context(protocol), base, "bob")
+    expect(third.locator("#likes")).to_have_text("0")
+    expect(third.locator("#display-name")).to_have_text("anonymous")
+    third.click("#like")
+    expect(third.locator("#likes")).to_have_text("1")
+
+    first.reload()
+    expect(first.locator("#likes")).to_have_text("2")
+    expect(first.locator("#display-name")).to_have_text("Ada Lovelace")
+    for page in (first, second, third):
+        assert page_errors(page) == []
+
+
+def test_whitespace_rename_is_refused(protocol: str, site, new_context, page_errors) -> None:
+    from playwright.sync_api import expect
+
+    page = log_in(new_context(protocol), site(protocol), "dora")
+    name = page.locator("#display-name")
+    page.fill("#new-name", "Dora")
+    page.click("#rename")
+    expect(name).to_have_text("Dora")
+
+    page.fill("#new-name", "   ")
+    with page.expect_response(lambda r: "/Profile/rename" in r.url) as info:
+        page.click("#rename")
+    assert info.value.status == 422
+    page.wait_for_timeout(100)  # let the client handle the answer
+    expect(name).to_have_text("Dora")
+    page.reload()
+    expect(name).to_have_text("Dora")
+
+    errors = page_errors(page)
+    assert errors, "Chromium logs the failed request"
+    assert [e for e in errors if not ("Failed to load resource" in e and "422" in e)] == []
