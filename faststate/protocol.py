@@ -26,9 +26,12 @@ SSE_HEADERS: Final = {
 }
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON, as both clients parse it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 class Protocol:
