@@ -85,6 +85,10 @@ class Broker(ABC):
     @abstractmethod
     async def publish(self, change: Change) -> None: ...
 
+    def reaches(self, key: str) -> bool:
+        """Whether a change of ``key`` may have a subscriber anywhere."""
+        return True
+
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
@@ -104,6 +108,9 @@ class Broker(ABC):
 
 class LocalBroker(Broker):
     """Delivers within this process only."""
+
+    def reaches(self, key: str) -> bool:
+        return key in self._subscribers
 
     async def publish(self, change: Change) -> None:
         self._deliver(change)

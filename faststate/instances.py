@@ -157,7 +157,7 @@ async def commit(
     persistence = persistence_for(runtime, registration)
     if persistence is not None:
         await persistence.save(key, state, ttl)
-    if patch or elements:
+    if (patch or elements) and runtime.broker.reaches(key):
         await runtime.broker.publish(Change(key, stored_version(state), patch, elements))
 
 

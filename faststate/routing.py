@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -277,7 +277,7 @@ class EventRun:
             chunks.append(self.protocol.patch_signals({self.address.namespace: patch}))
         if not chunks:
             return Response(status_code=204)
-        return Response("".join(chunks), headers=SSE_HEADERS)
+        return SSEResponse("".join(chunks))
 
     async def stream(self) -> AsyncIterator[str]:
         try:
@@ -351,6 +351,20 @@ class EventRun:
 
     def _format(self, element: ElementPatch) -> str:
         return self.protocol.patch_elements(element.html, element.selector, element.mode)
+
+
+class SSEResponse(Response):
+    """A complete event stream in one body; its headers are prepared once."""
+
+    _HEADERS: ClassVar[tuple[tuple[bytes, bytes], ...]] = tuple(
+        (name.lower().encode(), value.encode()) for name, value in SSE_HEADERS.items()
+    )
+
+    def __init__(self, text: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = text.encode()
+        self.raw_headers = [*self._HEADERS, (b"content-length", str(len(self.body)).encode())]
 
 
 def compose_patches(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
