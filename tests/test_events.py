@@ -303,6 +303,42 @@ async def test_concurrent_async_events_do_not_interleave() -> None:
         assert (await ac.get("/")).text.startswith("150|")
 
 
+async def test_plain_def_runs_on_the_loop_and_thread_true_off_it() -> None:
+    import threading
+
+    seen: dict[str, str] = {}
+
+    class Where(ReactiveState):
+        count: int = 0
+
+        @event
+        def here(self) -> None:
+            seen["here"] = threading.current_thread().name
+            self.count += 1
+
+        @event(thread=True)
+        def elsewhere(self) -> None:
+            seen["elsewhere"] = threading.current_thread().name
+            self.count += 1
+
+    app = Starlette(routes=[Route("/", lambda r: PlainTextResponse(str(use_state(r, Where))))])
+    app.add_middleware(FastStateMiddleware, secret_key="k")
+    register_state(app, Where)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as ac:
+        await ac.get("/")
+        assert (await afire(ac, "/Where/here")).signals == {"Where": {"count": 1}}
+        assert (await afire(ac, "/Where/elsewhere")).signals == {"Where": {"count": 2}}
+    loop_thread = threading.current_thread().name
+    assert seen["here"] == loop_thread
+    assert seen["elsewhere"] != loop_thread
+    with pytest.raises(ValueError, match="thread=True"):
+        event(thread=True)(_async_method)
+
+
+async def _async_method(self: Any) -> None: ...
+
+
 def test_bad_annotation_fails_at_registration() -> None:
     class Broken(ReactiveState):
         @event
