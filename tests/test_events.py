@@ -333,10 +333,10 @@ async def test_plain_def_runs_on_the_loop_and_thread_true_off_it() -> None:
     assert seen["here"] == loop_thread
     assert seen["elsewhere"] != loop_thread
     with pytest.raises(ValueError, match="thread=True"):
-        event(thread=True)(_async_method)
+        event(thread=True)(async_method)
 
 
-async def _async_method(self: Any) -> None: ...
+async def async_method(self: Any) -> None: ...
 
 
 def test_bad_annotation_fails_at_registration() -> None:
