@@ -15,6 +15,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, overload
+from urllib.parse import parse_qs
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
@@ -77,12 +78,12 @@ class EventSpec:
         """Arguments for the method from ``connection`` and ``body``, or errors."""
         kwargs: dict[str, Any] = {}
         errors: list[BindError] = []
-        query = connection.query_params
+        query = _query(connection)
         for param in self.params():
             if param.adapter is None:
                 kwargs[param.name] = connection
                 continue
-            values = query.getlist(param.name)
+            values = query.get(param.name, ())
             raw: Any
             if values:
                 raw = values if param.many or len(values) > 1 else values[0]
@@ -164,6 +165,14 @@ def event(
         return target
 
     return decorate(func) if func is not None else decorate
+
+
+def _query(connection: HTTPConnection) -> dict[str, list[str]]:
+    """Every query value by name (the same parse as Starlette's, in one step)."""
+    raw: bytes = connection.scope.get("query_string", b"")
+    if not raw:
+        return {}
+    return parse_qs(raw.decode("latin-1"), keep_blank_values=True)
 
 
 def event_spec(obj: Any) -> EventSpec | None:

@@ -21,7 +21,7 @@ from faststate.broker import Broker, LocalBroker, RedisBroker
 from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
 from faststate.guards import check_event_request
 from faststate.protocol import Protocol, get_protocol
-from faststate.registry import registry_of
+from faststate.registry import Registry, registry_of
 from faststate.stores.base import StateStore
 from faststate.stores.memory import MemoryStore
 from faststate.stores.redis import RedisStore
@@ -91,6 +91,8 @@ class FastStateMiddleware:
             heartbeat=heartbeat,
         )
         self._verified: dict[str, tuple[str, float]] = {}
+        self._app: Any = None
+        self._app_registry: Registry | None = None
         self.session_cookie = session_cookie
         self.max_age = max_age
         self.https_only = https_only
@@ -105,7 +107,7 @@ class FastStateMiddleware:
         if CONTEXT_KEY in scope:  # a second FastStateMiddleware in the same stack
             await self.app(scope, receive, send)
             return
-        self._attach(scope)
+        registry = self._registry(scope.get("app"))
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
             return
@@ -119,7 +121,7 @@ class FastStateMiddleware:
             await self.app(scope, receive, send)
             return
 
-        if scope["method"] != "GET" and self._is_event_path(scope):
+        if scope["method"] != "GET" and _is_event_path(scope, registry):
             refusal_response, receive = await self._guard(scope, receive)
             if refusal_response is not None:
                 await refusal_response(scope, receive, send)
@@ -135,12 +137,16 @@ class FastStateMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    def _attach(self, scope: Scope) -> None:
-        """Let ``mutate(app, ...)`` find this middleware's store and broker."""
-        app = scope.get("app")
+    def _registry(self, app: Any) -> Registry | None:
+        """The app's registry (remembered), which learns this middleware's runtime
+        so that ``mutate(app, ...)`` finds the store and the broker."""
+        if app is self._app and self._app_registry is not None:
+            return self._app_registry
         registry = registry_of(app, create=False) if app is not None else None
         if registry is not None and registry.runtime is None:
             registry.runtime = self.runtime
+        self._app, self._app_registry = app, registry
+        return registry
 
     def _lifespan_send(self, send: Send) -> Send:
         runtime = self.runtime
@@ -193,19 +199,6 @@ class FastStateMiddleware:
             flags += "; secure"
         return f"{self.session_cookie}={value}; {flags}"
 
-    def _is_event_path(self, scope: Scope) -> bool:
-        app = scope.get("app")
-        registry = registry_of(app, create=False) if app is not None else None
-        if registry is None:
-            return False
-        path: str = scope["path"]
-        # Under a Mount or a server --root-path, "path" still holds the
-        # prefix; routes are matched without it.
-        root_path: str = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
-        return path in registry.event_paths
-
     async def _guard(
         self, scope: Scope, receive: Receive
     ) -> tuple[PlainTextResponse | None, Receive]:
@@ -248,6 +241,18 @@ class FastStateMiddleware:
         scope[GUARDED_KEY] = True
         scope[BODY_KEY] = body
         return None, replay
+
+
+def _is_event_path(scope: Scope, registry: Registry | None) -> bool:
+    if registry is None:
+        return False
+    path: str = scope["path"]
+    # Under a Mount or a server --root-path, "path" still holds the prefix;
+    # routes are matched without it.
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
+    return path in registry.event_paths
 
 
 def _default_broker(store: StateStore) -> Broker:

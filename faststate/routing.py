@@ -137,7 +137,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 
 async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     """The top-level values the client sent: Datastar's JSON signals or form fields."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = _content_type(request)
     raw: bytes | None = request.scope.get(BODY_KEY)  # read and bounded by the middleware
     try:
         if raw is None:
@@ -162,7 +162,7 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     if not raw.strip() or content_type == "text/plain":
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         return PlainTextResponse("request body is not valid JSON", 400)
     if not isinstance(data, dict):
@@ -189,6 +189,13 @@ def _too_deep(value: Any, limit: int) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children)
     return False
+
+
+def _content_type(request: Request) -> str:
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            return str(value.decode("latin-1")).split(";", 1)[0].strip().lower()
+    return ""
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -159,7 +159,9 @@ class ReactiveState(SQLModel):
                 tracker.remember(self, name, private[name], deep=False)
             elif name not in self.__faststate_private__:
                 tracker.saved[name] = _MISSING
-        super().__setattr__(name, value)
+        # Straight to pydantic: SQLModel's own __setattr__ only matters for
+        # table models, which a ReactiveState never is.
+        BaseModel.__setattr__(self, name, value)
 
     def __ft__(self) -> FT:
         """An element carrying this instance's public state as ``data-signals``."""
