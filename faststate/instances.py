@@ -64,6 +64,30 @@ def binding_for(
     )
 
 
+def ensure_bound(
+    state: ReactiveState,
+    runtime: Runtime,
+    registration: Registration,
+    address: InstanceAddress,
+    root_path: str = "",
+) -> None:
+    """Bind ``state`` to its address, unless it already is (a kept instance usually is)."""
+    current = _private_binding(state)
+    if (
+        current is not None
+        and current.key == address.key
+        and current.url_prefix == root_path + registration.prefix
+        and current.protocol is runtime.protocol
+    ):
+        return
+    bind(state, binding_for(runtime, registration, address, root_path))
+
+
+def _private_binding(state: ReactiveState) -> Binding | None:
+    private = state.__pydantic_private__
+    return private.get("_fs_binding") if private else None
+
+
 async def authorize(connection: HTTPConnection, registration: Registration, key: str) -> None:
     check = registration.config.authorize
     if check is None:
@@ -179,8 +203,9 @@ def _bound(
     address: InstanceAddress,
     state: S,
 ) -> S:
-    root_path = connection.scope.get("root_path", "")
-    bind(state, binding_for(context.runtime, registration, address, root_path))
+    ensure_bound(
+        state, context.runtime, registration, address, connection.scope.get("root_path", "")
+    )
     context.resolved[address.key] = Resolved(
         registration.name, address.namespace, stored_version(state)
     )

@@ -26,7 +26,7 @@ from faststate.broker import ElementPatch
 from faststate.context import RequestContext, context_of
 from faststate.events import EventSpec
 from faststate.guards import check_event_request
-from faststate.instances import address_for, authorize, binding_for, commit, load_or_create
+from faststate.instances import address_for, authorize, commit, ensure_bound, load_or_create
 from faststate.middleware import BODY_KEY, GUARDED_KEY
 from faststate.protocol import SSE_HEADERS, Protocol
 from faststate.registry import Registration
@@ -34,7 +34,6 @@ from faststate.scopes import InstanceAddress
 from faststate.state import (
     ReactiveState,
     begin_tracking,
-    bind,
     diff_tracked,
     end_tracking,
     resume_tracking,
@@ -244,7 +243,7 @@ class EventRun:
             self.runtime, self.registration, self.address.key, self.registration.cls
         )
         root_path = self.request.scope.get("root_path", "")
-        bind(state, binding_for(self.runtime, self.registration, self.address, root_path))
+        ensure_bound(state, self.runtime, self.registration, self.address, root_path)
         return state
 
     async def _commit(
