@@ -15,8 +15,8 @@ class KeyLocks:
     """``async with locks.hold(key)``: one holder per key in this process."""
 
     def __init__(self) -> None:
-        # key → waiters (empty while held without contention)
-        self._held: dict[str, deque[asyncio.Future[None]]] = {}
+        # key → its waiters; None while held without contention
+        self._held: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     def __len__(self) -> int:
         return len(self._held)
@@ -25,10 +25,15 @@ class KeyLocks:
         return _Held(self, key)
 
     async def acquire(self, key: str) -> None:
-        waiters = self._held.get(key)
-        if waiters is None:
-            self._held[key] = deque()
+        if key not in self._held:
+            self._held[key] = None
             return
+        await self._wait(key)
+
+    async def _wait(self, key: str) -> None:
+        waiters = self._held[key]
+        if waiters is None:
+            waiters = self._held[key] = deque()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters.append(future)
         try:
@@ -58,7 +63,11 @@ class _Held:
         self.key = key
 
     async def __aenter__(self) -> None:
-        await self.locks.acquire(self.key)
+        held = self.locks._held
+        if self.key not in held:  # the common case, without another coroutine
+            held[self.key] = None
+            return
+        await self.locks._wait(self.key)
 
     async def __aexit__(
         self,
