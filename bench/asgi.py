@@ -24,7 +24,9 @@ def scope(method: str, path: str, headers: Headers, query: bytes = b"") -> dict[
     }
 
 
-async def call(app: Any, request_scope: dict[str, Any], body: bytes = b"") -> tuple[int, Headers, bytes]:
+async def call(
+    app: Any, request_scope: dict[str, Any], body: bytes = b""
+) -> tuple[int, Headers, bytes]:
     """One request; returns status, headers and body."""
     sent: list[dict[str, Any]] = []
     delivered = False

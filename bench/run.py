@@ -89,7 +89,11 @@ async def state_size(count: int, rounds: int) -> dict[str, float]:
         count,
         rounds,
     )
-    return {"state_big_us": big * 1e6, "state_small_us": small * 1e6, "state_size_ratio": big / small}
+    return {
+        "state_big_us": big * 1e6,
+        "state_small_us": small * 1e6,
+        "state_size_ratio": big / small,
+    }
 
 
 async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
@@ -97,7 +101,7 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
         import redis
 
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure: no Redis to measure
+    except Exception as exc:
         print(f"redis_vs_memory skipped: Redis unreachable ({exc})", file=sys.stderr)
         return {"redis_vs_memory_ratio": None}
     from faststate import RedisStore
@@ -129,10 +133,9 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
 def bytes_per_session(count: int) -> dict[str, float]:
     """Memory held per idle SESSION instance, from ``count`` instances in the store."""
     from faststate import MemoryStore
-    from faststate.context import Resolved  # noqa: F401 - imported before measuring
+    from faststate.protocol import get_protocol
     from faststate.scopes import InstanceAddress
     from faststate.state import Binding, bind
-    from faststate.protocol import get_protocol
 
     store = MemoryStore(max_instances=count + 1)
     protocol = get_protocol("v1")
@@ -185,7 +188,7 @@ def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
         import redis
 
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"fanout_redis skipped: Redis unreachable ({exc})", file=sys.stderr)
         return {"fanout_redis_ms": None}
     results = []
@@ -205,7 +208,9 @@ def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
         client = redis_sync.Redis.from_url(REDIS_URL)
         time.sleep(0.2)  # the subscription is confirmed before "ready"; let it settle
         sent = time.time()
-        client.publish("faststate-bench:push:global:X", Change("global:X", 1, {"t": sent}).to_json())
+        client.publish(
+            "faststate-bench:push:global:X", Change("global:X", 1, {"t": sent}).to_json()
+        )
         line = worker.stdout.readline()
         worker.wait(10)
         client.close()
@@ -232,8 +237,19 @@ def over_http(seconds: int) -> dict[str, float | None]:
         for name in ("faststate", "handwritten"):
             port = _free_port()
             server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), f"serve:{name}",
-                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(HERE),
+                    f"serve:{name}",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
             )
             try:
                 base = f"http://127.0.0.1:{port}"
@@ -273,9 +289,18 @@ wrk.headers["Cookie"] = "{cookie}"
         handle.write(script)
     try:
         output = subprocess.run(
-            ["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", handle.name,
-             f"{base}/CounterState/increment?amount=1"],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t1",
+                "-c16",
+                f"-d{seconds}s",
+                "-s",
+                handle.name,
+                f"{base}/CounterState/increment?amount=1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         os.unlink(handle.name)
