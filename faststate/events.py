@@ -31,6 +31,10 @@ _NO_DEFAULT: Final = inspect.Parameter.empty
 _SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
 
 
+class FormFields(dict[str, list[str]]):
+    """Form fields, every one a list of its values (like a query string)."""
+
+
 @dataclass(frozen=True)
 class BindError:
     param: str
@@ -84,10 +88,12 @@ class EventSpec:
                 kwargs[param.name] = connection
                 continue
             values = query.get(param.name, ())
+            if not values and isinstance(body, FormFields):
+                values = body.get(param.name, ())
             raw: Any
             if values:
                 raw = values if param.many or len(values) > 1 else values[0]
-            elif param.name in body:
+            elif param.name in body and not isinstance(body, FormFields):
                 raw = body[param.name]
             elif param.default is not _NO_DEFAULT:
                 kwargs[param.name] = param.default

@@ -10,8 +10,11 @@ when same-origin is proven.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 JSON_TYPES = frozenset({"application/json"})
@@ -68,3 +71,56 @@ def _same_origin(fetch_site: str | None, origin: str | None, host: str | None) -
     if origin is None or origin == "null":
         return False if origin == "null" else None
     return urlsplit(origin).netloc.lower() == (host or "").lower()
+
+
+#: Signals are a page's data, not documents: deeper nesting is refused before
+#: anything (FastHTML's own body parsing included) walks it recursively.
+MAX_JSON_DEPTH = 32
+
+
+def parse_signals(raw: bytes) -> dict[str, Any] | Refusal:
+    """The JSON object of signals a Datastar request carries, or why not."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return Refusal(400, "request body is not valid JSON")
+    if not isinstance(data, dict):
+        return Refusal(400, "request body must be a JSON object of signals")
+    if _SURROGATE_ESCAPE.search(raw) and not _utf8_safe(data):
+        # JSON can spell half a UTF-16 pair; no UTF-8 page or stream can carry it.
+        return Refusal(400, "request body has an unpaired surrogate")
+    # Counting brackets is cheap; only a body with enough of them is walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(data, MAX_JSON_DEPTH):
+        return Refusal(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _utf8_safe(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests deeper than ``limit`` (checked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faststate.broker import Broker, LocalBroker, RedisBroker
 from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
-from faststate.guards import check_event_request
+from faststate.guards import Refusal, check_event_request, parse_signals
 from faststate.protocol import Protocol, get_protocol
 from faststate.registry import Registry, registry_of
 from faststate.stores.base import StateStore
@@ -33,6 +33,7 @@ logger = logging.getLogger("faststate")
 SECRET_KEY_ENV = "FASTSTATE_SECRET_KEY"
 GUARDED_KEY = "faststate.guarded"
 BODY_KEY = "faststate.body"
+SIGNALS_KEY = "faststate.signals"
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 VERIFIED_COOKIES = 10_000
 SecretKey = str | bytes | Sequence[str | bytes]
@@ -229,6 +230,11 @@ class FastStateMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _json_body(headers):
+            parsed = parse_signals(body)
+            if isinstance(parsed, Refusal):
+                return PlainTextResponse(parsed.reason, parsed.status), receive
+            scope[SIGNALS_KEY] = parsed
         replayed = False
 
         async def replay() -> Message:
@@ -312,6 +318,10 @@ def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | 
     if not keys or any(not key for key in keys):
         raise ValueError("secret_key must not be empty")
     return keys
+
+
+def _json_body(headers: dict[str, str]) -> bool:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

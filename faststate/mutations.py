@@ -23,7 +23,7 @@ from faststate.instances import (
     load_or_create,
     registration_for,
 )
-from faststate.protocol import PatchMode
+from faststate.protocol import PatchMode, dump_json
 from faststate.registry import Registration, registry_of
 from faststate.scopes import InstanceAddress, address_from_id
 from faststate.state import (
@@ -63,6 +63,7 @@ async def mutate(target: Any, cls: type[S], *, key: str | None = None) -> AsyncI
         end_tracking(state)
         patch = diff_tracked(state, tracker)
         try:
+            dump_json(patch)  # what pages could not be sent is not kept
             await commit(runtime, registration, address.key, state, patch)
         except BaseException:
             rollback(state, tracker)

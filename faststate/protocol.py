@@ -26,12 +26,18 @@ SSE_HEADERS: Final = {
 }
 
 
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Characters JSON may leave raw but an event stream may not: line separators
+# (the SSE writers split data lines on them) and lone surrogates (not UTF-8).
+_ESCAPES: Final = {
+    code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029, *range(0xD800, 0xE000))
+}
 
 
 def dump_json(value: Any) -> str:
-    """Compact JSON, as both clients parse it."""
-    return _ENCODER.encode(value)
+    """Compact JSON, as both clients parse it, safe to put on one SSE data line."""
+    text = _ENCODER.encode(value)
+    return text if text.isascii() else text.translate(_ESCAPES)
 
 
 class Protocol:

@@ -7,9 +7,8 @@ authorize → parameters → lock → load → run (tracked, rolled back on erro
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from functools import partial
 from typing import Any, ClassVar
 
@@ -24,10 +23,10 @@ from starlette.routing import Route
 
 from faststate.broker import ElementPatch
 from faststate.context import RequestContext, context_of
-from faststate.events import EventSpec
-from faststate.guards import check_event_request
+from faststate.events import EventSpec, FormFields
+from faststate.guards import Refusal, check_event_request, parse_signals
 from faststate.instances import address_for, authorize, commit, ensure_bound, load_or_create
-from faststate.middleware import BODY_KEY, GUARDED_KEY
+from faststate.middleware import BODY_KEY, GUARDED_KEY, SIGNALS_KEY
 from faststate.protocol import SSE_HEADERS, Protocol
 from faststate.registry import Registration
 from faststate.scopes import InstanceAddress
@@ -43,9 +42,6 @@ from faststate.stores.base import StaleState, StoreUnavailable
 
 logger = logging.getLogger("faststate")
 
-#: Signals are a page's data, not documents: deeper nesting is refused (400)
-#: before any parameter validation walks it.
-MAX_JSON_DEPTH = 32
 
 _STOP = object()
 
@@ -158,36 +154,14 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
         except MultiPartException as exc:
             return PlainTextResponse(f"invalid form body: {exc.message}", 400)
         return _form_fields(form)
-    if not raw.strip() or content_type == "text/plain":
+    if content_type == "text/plain":
         return {}
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return PlainTextResponse("request body is not valid JSON", 400)
-    if not isinstance(data, dict):
-        return PlainTextResponse("request body must be a JSON object of signals", 400)
-    # Nesting needs two bytes a level, so a short body cannot be too deep.
-    if len(raw) > 2 * MAX_JSON_DEPTH and _too_deep(data, MAX_JSON_DEPTH):
-        return PlainTextResponse(f"request body nests deeper than {MAX_JSON_DEPTH} levels", 400)
-    return data
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    """Whether JSON ``value`` nests deeper than ``limit`` (checked without recursion)."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children: Iterable[Any]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        pending.extend((child, depth + 1) for child in children)
-    return False
+    parsed = request.scope.get(SIGNALS_KEY)  # parsed and checked by the middleware
+    if parsed is None:
+        parsed = parse_signals(raw)
+    if isinstance(parsed, Refusal):
+        return PlainTextResponse(parsed.reason, parsed.status)
+    return parsed
 
 
 def _content_type(request: Request) -> str:
@@ -209,12 +183,11 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _form_fields(form: FormData) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name in form:
-        values = [value for value in form.getlist(name) if isinstance(value, str)]
-        fields[name] = values[0] if len(values) == 1 else values
-    return fields
+def _form_fields(form: FormData) -> FormFields:
+    # Uploaded files are not event parameters; only text fields are kept.
+    return FormFields(
+        (name, [value for value in form.getlist(name) if isinstance(value, str)]) for name in form
+    )
 
 
 class EventRun:
@@ -266,6 +239,8 @@ class EventRun:
                 elements = [] if isinstance(result, Response) else self._elements(result)
                 end_tracking(state)
                 patch = diff_tracked(state, tracker)
+                # Written before the commit: what cannot be sent is not kept.
+                response = result if isinstance(result, Response) else self._answer(elements, patch)
                 await self._commit(state, patch, elements)
             except BaseException as exc:
                 end_tracking(state)
@@ -276,8 +251,9 @@ class EventRun:
                     raise
                 logger.exception("faststate: event %s failed; state rolled back", self.label)
                 return PlainTextResponse("event failed", 500)
-        if isinstance(result, Response):
-            return result
+        return response
+
+    def _answer(self, elements: list[ElementPatch], patch: dict[str, Any]) -> Response:
         chunks = [self._format(element) for element in elements]
         if patch:
             chunks.append(self.protocol.patch_signals({self.address.namespace: patch}))
@@ -285,7 +261,7 @@ class EventRun:
             return Response(status_code=204)
         return SSEResponse("".join(chunks))
 
-    async def stream(self) -> AsyncIterator[str]:
+    async def stream(self) -> AsyncIterator[bytes]:
         try:
             async with self.runtime.store.lock(self.address.key):
                 state = await self._load()
@@ -306,9 +282,14 @@ class EventRun:
                                 self.protocol.patch_signals({self.address.namespace: patch})
                             )
                         if chunks:
-                            yield "".join(chunks)
+                            yield "".join(chunks).encode()
                     end_tracking(state)
                     patch = diff_tracked(state, tracker, checkpoint=True)
+                    last = (
+                        self.protocol.patch_signals({self.address.namespace: patch}).encode()
+                        if patch
+                        else b""
+                    )
                     await self._commit(state, compose_patches(shown, patch), elements)
                 except BaseException as exc:
                     end_tracking(state)
@@ -322,11 +303,13 @@ class EventRun:
                             "faststate: event %s failed; state rolled back", self.label
                         )
                         if correction:
-                            yield self.protocol.patch_signals({self.address.namespace: correction})
+                            yield self.protocol.patch_signals(
+                                {self.address.namespace: correction}
+                            ).encode()
                         return
                     raise
-                if patch:
-                    yield self.protocol.patch_signals({self.address.namespace: patch})
+                if last:
+                    yield last
         except (StoreUnavailable, StaleState) as exc:
             logger.error("faststate: %s not completed: %s", self.label, exc)
 
@@ -369,7 +352,7 @@ class SSEResponse(Response):
     def __init__(self, text: str) -> None:
         self.status_code = 200
         self.background = None
-        self.body = text.encode()
+        self.body = text.encode()  # may fail (a lone surrogate): before the commit
         self.raw_headers = [*self._HEADERS, (b"content-length", str(len(self.body)).encode())]
 
 

@@ -214,12 +214,26 @@ def dump_public(state: ReactiveState, include: set[str] | None = None) -> dict[s
 
 
 def _without_nulls(value: Any) -> Any:
-    if value is None:
+    """A signal value the page can hold: no null members, no NaN or infinity.
+
+    Non-finite floats are not JSON; they become what pydantic's JSON has for
+    them (null), that is ``""`` as an object member and ``null`` in a list,
+    where null deletes nothing.
+    """
+    if value is None or (type(value) is float and not math.isfinite(value)):
         return ""
     if isinstance(value, dict):
         return {key: _without_nulls(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_without_nulls(item) if isinstance(item, dict) else item for item in value]
+        return [_list_item(item) for item in value]
+    return value
+
+
+def _list_item(value: Any) -> Any:
+    if type(value) is float and not math.isfinite(value):
+        return None
+    if isinstance(value, dict | list):
+        return _without_nulls(value)
     return value
 
 

@@ -242,11 +242,14 @@ class LiveStream(Response):
                 continue
             if self.ended:
                 return
-            if self.resync_all:
-                self.resync_all = False
-                await self._send_full(send)
-            elif isinstance(item, Change):
-                await self._send_change(send, item)
+            try:
+                if self.resync_all:
+                    self.resync_all = False
+                    await self._send_full(send)
+                elif isinstance(item, Change):
+                    await self._send_change(send, item)
+            except ValueError as exc:  # a value JSON cannot carry: skip it, keep the page
+                logger.warning("faststate: a live change could not be sent: %s", exc)
 
     async def _send_change(self, send: Send, change: Change) -> None:
         position = self.index.get(change.key)
