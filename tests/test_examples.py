@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 from starlette.testclient import TestClient
 
 from faststate.testing import fire
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from .support import load_example
 
 
 @pytest.mark.parametrize("name", ["counter", "starlette_counter"])
@@ -30,7 +16,7 @@ def test_counter_example_counts_per_session(
     name: str, protocol: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FASTSTATE_SECRET_KEY", "example-test")
-    app = load(name).create_app(protocol)
+    app = load_example(name).create_app(protocol)
     with TestClient(app) as alice, TestClient(app) as bob:
         page = alice.get("/")
         assert page.status_code == 200

@@ -36,7 +36,7 @@ from faststate import (
 )
 from faststate.middleware import VERIFIED_COOKIES
 
-from .servers import run_server
+from .support import run_server
 
 SECRET = "resources-secret"
 COOKIE = "faststate_session"

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,7 +37,7 @@ from faststate.context import Runtime
 from faststate.streams import QUEUE_SIZE, LiveStream, _Watched
 from faststate.testing import DATASTAR_HEADERS, SSEEvent, parse_sse
 
-from .servers import run_server
+from .support import free_port, run_server, start_example
 
 SECRET = "live-test"
 HEADERS = {**DATASTAR_HEADERS, "Content-Type": "application/json"}
@@ -422,45 +419,9 @@ async def test_one_change_reaches_a_thousand_subscribers_and_a_frozen_one_delays
 
 # Whole servers in subprocesses: shutdown with open streams, workers through Redis.
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _start(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(EXAMPLES),
-            f"{module}:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, **env},
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            return process
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"{module} did not start") from None
-            time.sleep(0.1)
+    return start_example(module, port, env)
 
 
 def _stream_url(page: str) -> str:
@@ -470,7 +431,7 @@ def _stream_url(page: str) -> str:
 
 
 async def test_sigterm_with_open_streams_exits_promptly() -> None:
-    port = _free_port()
+    port = free_port()
     process = _start("ticker", port, {"FASTSTATE_SECRET_KEY": SECRET})
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
@@ -501,7 +462,7 @@ async def test_stream_on_one_worker_sees_a_change_made_on_another(
 
     redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
     env = {"FASTSTATE_SECRET_KEY": SECRET, "FASTSTATE_REDIS_URL": redis_url}
-    port_a, port_b = _free_port(), _free_port()
+    port_a, port_b = free_port(), free_port()
     worker_a = _start("global_board", port_a, env)
     worker_b = _start("global_board", port_b, env)
     try:

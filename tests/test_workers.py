@@ -7,10 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html import unescape
@@ -21,52 +17,21 @@ import pytest
 
 from faststate.testing import DATASTAR_HEADERS
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from .support import free_port, start_example
+
 SIGNALS = re.compile(r"data-signals='([^']*)'")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
 def uvicorn(module: str, env: dict[str, str], workers: int = 1) -> Iterator[str]:
-    """``uvicorn --app-dir examples module:app`` in a subprocess; yields its URL."""
+    """An example under uvicorn in a subprocess; yields its URL, then kills it like a crash."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(EXAMPLES),
-        f"{module}:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    if workers > 1:
-        command += ["--workers", str(workers)]
-    process = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    process = start_example(module, port, env, workers)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/ping-not-found", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn {module} did not start") from None
-                time.sleep(0.1)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # a crash, not a graceful stop
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
 

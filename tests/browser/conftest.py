@@ -58,17 +58,16 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.support import load_example, run_server
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -226,61 +225,28 @@ def ensure_datastar_cache() -> tuple[Path, str | None]:
 # --------------------------------------------------------------------------- #
 
 
-@contextlib.contextmanager
-def run_server(
-    app: Any, *, host: str = "127.0.0.1", startup_timeout: float = 15.0
-) -> Iterator[str]:
-    """Serve an ASGI app with a real uvicorn server in a background thread.
+@pytest.fixture(scope="module")
+def example_site(serve: Callable[[Any], str]) -> Iterator[Callable[..., Callable[[str], str]]]:
+    """``example_site(name, **options)(protocol) -> base_url``: ``examples/<name>.py``
+    (``create_app(protocol, **options)``) served once per protocol for the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTSTATE_SECRET_KEY", "browser-examples")
+        # Importing an example builds its module-level app: no shared store there.
+        patch.delenv("FASTSTATE_REDIS_URL", raising=False)
+        patch.delenv("FASTSTATE_DATABASE_URL", raising=False)
 
-    Yields the base URL (``http://127.0.0.1:PORT``, no trailing slash). The port
-    is a free one chosen by the OS (the socket is bound here and handed to
-    uvicorn, so there is no race for it).
-    """
-    import uvicorn
+        def site_of(name: str, **options: Any) -> Callable[[str], str]:
+            example = load_example(name, prefix="browser_example")
+            urls: dict[str, str] = {}
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=3,
-    )
-    server = uvicorn.Server(config)
-    errors: list[BaseException] = []
+            def base_url(protocol: str) -> str:
+                if protocol not in urls:
+                    urls[protocol] = serve(example.create_app(protocol, **options))
+                return urls[protocol]
 
-    def target() -> None:
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:
-            errors.append(exc)
+            return base_url
 
-    thread = threading.Thread(target=target, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
-        if not thread.is_alive():
-            sock.close()
-            raise RuntimeError(f"uvicorn server on port {port} exited during startup: {errors!r}")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            thread.join(5)
-            sock.close()
-            raise RuntimeError(f"uvicorn server on port {port} did not start in {startup_timeout}s")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(5)
-        sock.close()
+        yield site_of
 
 
 @pytest.fixture(scope="module")

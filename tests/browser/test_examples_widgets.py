@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMES = ("apples", "pears", "plums")
 
 pytestmark = pytest.mark.parametrize("protocol", ["v1", "beta"])
 
 
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"browser_example_{name}", EXAMPLES / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def site(serve) -> Iterator[Callable[[str], str]]:
+def site(example_site) -> Callable[[str], str]:
     """``site(protocol) -> base_url``: one server per protocol, started on first use."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FASTSTATE_SECRET_KEY", "browser-examples-widgets")
-        example = load_example("widgets")
-        urls: dict[str, str] = {}
-
-        def base_url(protocol: str) -> str:
-            if protocol not in urls:
-                urls[protocol] = serve(example.create_app(protocol))
-            return urls[protocol]
-
-        yield base_url
+    return example_site("widgets")
 
 
 def expect_steppers(page: Any, **expected: tuple[int, int]) -> None:

@@ -14,56 +14,30 @@ assuming a fresh state.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PUSH_TIMEOUT_MS = 5_000  # a push arrives within milliseconds; allow for a slow machine
 
 pytestmark = pytest.mark.parametrize("protocol", ["v1", "beta"])
 
 
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"browser_live_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def site(serve) -> Iterator[Callable[..., str]]:
+def site(example_site) -> Callable[..., str]:
     """``site(example, protocol) -> base_url``: one server per example and protocol."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FASTSTATE_SECRET_KEY", "browser-live-push")
-        # the module-level ``app`` of the examples must not pick up a shared store
-        mp.delenv("FASTSTATE_REDIS_URL", raising=False)
-        mp.delenv("FASTSTATE_DATABASE_URL", raising=False)
-        modules: dict[str, ModuleType] = {}
-        urls: dict[tuple[str, str], str] = {}
+    sites: dict[str, Callable[[str], str]] = {}
 
-        def base_url(example: str, protocol: str) -> str:
-            if (example, protocol) not in urls:
-                if example not in modules:
-                    modules[example] = load_example(example)
-                module = modules[example]
-                if example == "ticker":
-                    app = module.create_app(protocol, interval=0.2)
-                else:
-                    app = module.create_app(protocol)
-                urls[example, protocol] = serve(app)
-            return urls[example, protocol]
+    def base_url(example: str, protocol: str) -> str:
+        if example not in sites:
+            options = {"interval": 0.2} if example == "ticker" else {}
+            sites[example] = example_site(example, **options)
+        return sites[example](protocol)
 
-        yield base_url
+    return base_url
 
 
 @pytest.fixture
