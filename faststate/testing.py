@@ -62,7 +62,7 @@ class EventResult:
         merged: dict[str, Any] = {}
         for sse in self.events:
             if sse.type in _SIGNAL_EVENTS:
-                merged = _merge(merged, sse.signals)
+                merged = apply_patch(merged, sse.signals)
         return merged
 
     @property
@@ -162,7 +162,8 @@ def _result(response: Any) -> EventResult:
     return EventResult(response.status_code, response.headers, text, events)
 
 
-def _merge(target: Any, patch: Any) -> Any:
+def apply_patch(target: Any, patch: Any) -> Any:
+    """``target`` after a signal patch, as the Datastar 1.0 client applies it (RFC 7396)."""
     if not isinstance(patch, dict):
         return patch
     result = dict(target) if isinstance(target, dict) else {}
@@ -170,5 +171,5 @@ def _merge(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = _merge(result.get(key), value)
+            result[key] = apply_patch(result.get(key), value)
     return result

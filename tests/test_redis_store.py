@@ -243,3 +243,20 @@ async def test_unreachable_redis_raises_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         store.load_sync("k", Tally)
     await store.aclose()
+
+
+async def test_use_state_replaces_a_record_that_no_longer_validates(
+    redis_prefix: str, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.hset(f"{redis_prefix}state:k", mapping={"v": 4, "d": '{"fields": {"count": []}}'})
+    client.close()
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    fresh = store.add_sync("k", Tally(), ttl=None)  # the path of use_state in sync handlers
+    assert fresh.count == 0
+    fresh.count = 2
+    async with store.lock("k"):
+        await store.save("k", fresh, ttl=None)
+    loaded = store.load_sync("k", Tally)
+    assert loaded is not None and loaded.count == 2
+    await store.aclose()

@@ -48,7 +48,7 @@ from faststate import (
 from faststate.codec import encode
 from faststate.guards import MAX_JSON_DEPTH
 from faststate.state import public_state
-from faststate.testing import DATASTAR_HEADERS, fire, parse_sse
+from faststate.testing import DATASTAR_HEADERS, apply_patch, fire, parse_sse
 
 SECRET = "security-secret"
 COOKIE = "faststate_session"
@@ -639,19 +639,6 @@ def check_refusal(response: Any, before: dict[str, str], vaulted: Vaulted) -> No
     else:
         assert response.text.strip()
     assert vaulted.snapshot() == before
-
-
-def apply_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396, as the Datastar client applies a signal patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_patch(result.get(key), value)
-    return result
 
 
 def same_json(a: Any, b: Any) -> bool:

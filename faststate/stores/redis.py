@@ -81,6 +81,7 @@ class RedisStore(StateStore):
         self._add_async = self._async.register_script(_ADD)
         self._save_async = self._async.register_script(_SAVE_IF_CURRENT)
         self._add_sync = self._sync.register_script(_ADD)
+        self._save_sync = self._sync.register_script(_SAVE_IF_CURRENT)
         self._local = KeyLocks()
 
     def _key(self, key: str) -> str:
@@ -100,36 +101,25 @@ class RedisStore(StateStore):
     async def add(self, key: str, state: S, ttl: float | None) -> S:
         payload = encode(state)
         found = await _guard(self._add_async(keys=[self._key(key)], args=[1, payload, _ms(ttl)]))
-        return await self._adopt(key, state, payload, found, ttl)
+        settled = _settled(state, payload, found)
+        if settled is not None:
+            return settled
+        set_stored_version(state, int(found[0]))
+        await self.save(key, state, ttl)
+        return state
 
     def add_sync(self, key: str, state: S, ttl: float | None) -> S:
         payload = encode(state)
         try:
             found = self._add_sync(keys=[self._key(key)], args=[1, payload, _ms(ttl)])
-            if _created(found, payload):
-                set_stored_version(state, 1)
-                return state
-            existing = _instance(type(state), found)
-            if existing is not None:
-                return existing
+            settled = _settled(state, payload, found)
+            if settled is not None:
+                return settled
             version = int(found[0])
-            self._sync.hset(self._key(key), mapping={"v": version + 1, "d": payload})
+            self._save_sync(keys=[self._key(key)], args=[version, version + 1, payload, _ms(ttl)])
         except _RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         set_stored_version(state, version + 1)
-        return state
-
-    async def _adopt(self, key: str, state: S, payload: str, found: Any, ttl: float | None) -> S:
-        if _created(found, payload):
-            set_stored_version(state, 1)
-            return state
-        existing = _instance(type(state), found)
-        if existing is not None:
-            return existing
-        # The stored record no longer fits the class: replace it, or the
-        # page would be stuck on a record nobody can load.
-        set_stored_version(state, int(found[0]))
-        await self.save(key, state, ttl)
         return state
 
     async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None:
@@ -181,6 +171,15 @@ class RedisStore(StateStore):
 
 def _ms(ttl: float | None) -> int:
     return 0 if ttl is None else max(1, int(ttl * 1000))
+
+
+def _settled(state: S, payload: str, found: Any) -> S | None:
+    """The instance an add ends with; None when the stored record no longer fits
+    the class and must be replaced (or the page would be stuck on it)."""
+    if _created(found, payload):
+        set_stored_version(state, 1)
+        return state
+    return _instance(type(state), found)
 
 
 def _created(found: Any, payload: str) -> bool:
