@@ -110,7 +110,8 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     if isinstance(body, Response):
         return body
     address = address_for(request, context, registration)
-    await authorize(request, registration, address.key)
+    if registration.config.authorize is not None:
+        await authorize(request, registration, address.key)
     kwargs, errors = spec.bind(request, body)
     if errors:
         return JSONResponse(
@@ -132,6 +133,9 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 
 async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     """The top-level values the client sent: Datastar's JSON signals or form fields."""
+    parsed: dict[str, Any] | None = request.scope.get(SIGNALS_KEY)
+    if parsed is not None:  # JSON read, bounded, parsed and checked by the middleware
+        return parsed
     content_type = _content_type(request)
     raw: bytes | None = request.scope.get(BODY_KEY)  # read and bounded by the middleware
     try:
@@ -156,12 +160,10 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
         return _form_fields(form)
     if content_type == "text/plain":
         return {}
-    parsed = request.scope.get(SIGNALS_KEY)  # parsed and checked by the middleware
-    if parsed is None:
-        parsed = parse_signals(raw)
-    if isinstance(parsed, Refusal):
-        return PlainTextResponse(parsed.reason, parsed.status)
-    return parsed
+    signals = parse_signals(raw)
+    if isinstance(signals, Refusal):
+        return PlainTextResponse(signals.reason, signals.status)
+    return signals
 
 
 def _content_type(request: Request) -> str:
