@@ -20,6 +20,7 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from faststate.broker import ElementPatch
 from faststate.context import RequestContext, context_of
@@ -50,13 +51,20 @@ def mount_events(app: Starlette, registration: Registration) -> None:
     """Add one POST route per event, through FastHTML's routing when it is one."""
     for spec in registration.events.values():
         path = registration.event_path(spec)
-        endpoint = _endpoint(registration, spec)
         route_name = f"faststate:{registration.name}.{spec.name}"
         if _is_fasthtml(app):
+            endpoint = _endpoint(registration, spec)
             app.route(path, methods=[spec.method], name=route_name)(endpoint)  # type: ignore[attr-defined]
         else:
+            # A plain ASGI endpoint: Starlette's request/response wrapper
+            # would only add a layer to every event.
             app.router.routes.append(
-                Route(path, endpoint, methods=[spec.method.upper()], name=route_name)
+                Route(
+                    path,
+                    EventEndpoint(registration, spec),
+                    methods=[spec.method.upper()],
+                    name=route_name,
+                )
             )
 
 
@@ -92,6 +100,19 @@ def _endpoint(registration: Registration, spec: EventSpec) -> Any:
 
     endpoint.__name__ = f"{registration.name}_{spec.name}"
     return endpoint
+
+
+class EventEndpoint:
+    """The ASGI app of one event route on a Starlette app."""
+
+    def __init__(self, registration: Registration, spec: EventSpec) -> None:
+        self.registration = registration
+        self.spec = spec
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await handle_event(request, self.registration, self.spec)
+        await response(scope, receive, send)
 
 
 async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
