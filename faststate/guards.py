@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.types import Scope
+
 JSON_TYPES = frozenset({"application/json"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 
@@ -41,7 +43,7 @@ def check_event_request(
     same_origin = _same_origin(headers.get("sec-fetch-site"), origin, host)
     if same_origin is False and not trusted:
         return Refusal(403, "cross-site event requests are refused")
-    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = media_type(headers.get("content-type"))
     if content_type in FORM_TYPES:
         if not (same_origin or trusted):
             return Refusal(403, "form bodies are accepted only from the same origin")
@@ -53,6 +55,19 @@ def check_event_request(
             return Refusal(400, "invalid Content-Length")
         if int(length) > max_body_size:
             return Refusal(413, f"request body over {max_body_size} bytes")
+    return None
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json`` of ``Application/JSON; charset=utf-8``; ``""`` for none."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header straight from the ASGI scope (``name`` lower-case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
     return None
 
 

@@ -7,6 +7,7 @@ and ``mutate`` share the rest.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import anyio.from_thread
@@ -15,21 +16,37 @@ from starlette.requests import HTTPConnection
 
 from faststate.broker import Change, ElementPatch
 from faststate.context import RequestContext, Resolved, Runtime, context_of
-from faststate.registry import Registration, registry_of
+from faststate.registry import Registration, Registry, registry_of
 from faststate.scopes import InstanceAddress, resolve_address
-from faststate.state import Binding, ReactiveState, bind, stored_version
+from faststate.state import Binding, ReactiveState, bind, current_binding, stored_version
 from faststate.stores.base import StoreUnavailable
 from faststate.stores.sql import SQLPersistence
 
 S = TypeVar("S", bound=ReactiveState)
 
 
+def _registries(context: RequestContext, connection: HTTPConnection) -> Iterator[Registry]:
+    """The registry of the app the middleware serves, then of the app routing reached."""
+    for app in (context.app, connection.scope.get("app")):
+        registry = registry_of(app, create=False) if app is not None else None
+        if registry is not None:
+            yield registry
+
+
+def registration_named(
+    context: RequestContext, connection: HTTPConnection, name: str
+) -> Registration | None:
+    for registry in _registries(context, connection):
+        if name in registry.by_name:
+            return registry.by_name[name]
+    return None
+
+
 def registration_for(
     context: RequestContext, connection: HTTPConnection, cls: type
 ) -> Registration:
-    for app in (context.app, connection.scope.get("app")):
-        registry = registry_of(app, create=False) if app is not None else None
-        if registry is not None and cls in registry.by_class:
+    for registry in _registries(context, connection):
+        if cls in registry.by_class:
             return registry.by_class[cls]
     raise LookupError(
         f"{cls.__name__} is not registered: call register_state(app, {cls.__name__}, ...)"
@@ -72,7 +89,7 @@ def ensure_bound(
     root_path: str = "",
 ) -> None:
     """Bind ``state`` to its address, unless it already is (a kept instance usually is)."""
-    current = _private_binding(state)
+    current = current_binding(state)
     if (
         current is not None
         and current.key == address.key
@@ -81,11 +98,6 @@ def ensure_bound(
     ):
         return
     bind(state, binding_for(runtime, registration, address, root_path))
-
-
-def _private_binding(state: ReactiveState) -> Binding | None:
-    private = state.__pydantic_private__
-    return private.get("_fs_binding") if private else None
 
 
 async def authorize(connection: HTTPConnection, registration: Registration, key: str) -> None:

@@ -19,7 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faststate.broker import Broker, LocalBroker, RedisBroker
 from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
-from faststate.guards import Refusal, check_event_request, parse_signals
+from faststate.guards import (
+    Refusal,
+    check_event_request,
+    media_type,
+    parse_signals,
+    scope_header,
+)
 from faststate.protocol import Protocol, get_protocol
 from faststate.registry import Registry, registry_of
 from faststate.stores.base import StateStore
@@ -167,7 +173,7 @@ class FastStateMiddleware:
 
     def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
         """The session id of a valid cookie, and whether to re-issue it."""
-        cookie = _cookie_value(_header(scope, b"cookie"), self.session_cookie)
+        cookie = _cookie_value(scope_header(scope, b"cookie"), self.session_cookie)
         if cookie is None:
             return None, False
         verified = self._verified.get(cookie)
@@ -230,7 +236,7 @@ class FastStateMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if _json_body(headers):
+        if media_type(headers.get("content-type")) == "application/json":
             parsed = parse_signals(body)
             if isinstance(parsed, Refusal):
                 return PlainTextResponse(parsed.reason, parsed.status), receive
@@ -318,17 +324,6 @@ def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | 
     if not keys or any(not key for key in keys):
         raise ValueError("secret_key must not be empty")
     return keys
-
-
-def _json_body(headers: dict[str, str]) -> bool:
-    return headers.get("content-type", "").split(";", 1)[0].strip().lower() == "application/json"
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:

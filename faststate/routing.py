@@ -25,7 +25,13 @@ from starlette.types import Receive, Scope, Send
 from faststate.broker import ElementPatch
 from faststate.context import RequestContext, context_of
 from faststate.events import EventSpec, FormFields
-from faststate.guards import Refusal, check_event_request, parse_signals
+from faststate.guards import (
+    Refusal,
+    check_event_request,
+    media_type,
+    parse_signals,
+    scope_header,
+)
 from faststate.instances import address_for, authorize, commit, ensure_bound, load_or_create
 from faststate.middleware import BODY_KEY, GUARDED_KEY, SIGNALS_KEY
 from faststate.protocol import SSE_HEADERS, Protocol
@@ -157,7 +163,7 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     parsed: dict[str, Any] | None = request.scope.get(SIGNALS_KEY)
     if parsed is not None:  # JSON read, bounded, parsed and checked by the middleware
         return parsed
-    content_type = _content_type(request)
+    content_type = media_type(scope_header(request.scope, b"content-type"))
     raw: bytes | None = request.scope.get(BODY_KEY)  # read and bounded by the middleware
     try:
         if raw is None:
@@ -185,13 +191,6 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any] | Response:
     if isinstance(signals, Refusal):
         return PlainTextResponse(signals.reason, signals.status)
     return signals
-
-
-def _content_type(request: Request) -> str:
-    for name, value in request.scope["headers"]:
-        if name == b"content-type":
-            return str(value.decode("latin-1")).split(";", 1)[0].strip().lower()
-    return ""
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -170,10 +170,15 @@ class ReactiveState(SQLModel):
         return ft_hx("div", **signal_attributes(self))
 
 
+def current_binding(state: ReactiveState) -> Binding | None:
+    """The binding ``use_state``, an event or ``mutate`` gave the instance, if any."""
+    private = _private_of(state)
+    return private.get("_fs_binding") if private else None
+
+
 def binding_of(state: ReactiveState) -> Binding:
     """The instance's binding, or a default one for unresolved instances."""
-    private = _private_of(state)
-    binding: Binding | None = private.get("_fs_binding") if private else None
+    binding = current_binding(state)
     if binding is None:
         name = type(state).__name__
         binding = Binding(f"unbound:{name}", name, get_protocol("v1"), "", None)

@@ -29,9 +29,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from faststate.broker import Change
 from faststate.context import RequestContext, Runtime, context_of
-from faststate.instances import authorize
+from faststate.instances import authorize, registration_named
 from faststate.protocol import SSE_HEADERS, Protocol
-from faststate.registry import Registration, registry_of
+from faststate.registry import Registration
 from faststate.scopes import StateScope
 from faststate.state import ReactiveState, public_state, stored_version
 
@@ -111,12 +111,7 @@ async def _check(
     namespace: str,
 ) -> _Watched:
     """Refuse (403) an instance the caller may not reach today."""
-    registration = None
-    for app in (context.app, request.scope.get("app")):
-        registry = registry_of(app, create=False) if app is not None else None
-        if registry is not None and cls_name in registry.by_name:
-            registration = registry.by_name[cls_name]
-            break
+    registration = registration_named(context, request, cls_name)
     if registration is None or not _reachable(request, context, token_session, key, registration):
         raise HTTPException(403, "live stream refused")
     await authorize(request, registration, key)
