@@ -12,7 +12,7 @@ import sys
 import time
 
 from faststate import RedisBroker
-from faststate.broker import Change
+from faststate._live.broker import Change
 
 
 async def main(url: str, subscribers: int) -> None:

@@ -132,23 +132,25 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
 
 def bytes_per_session(count: int) -> dict[str, float]:
     """Memory held per idle SESSION instance, from ``count`` instances in the store."""
-    from faststate import MemoryStore
-    from faststate.protocol import get_protocol
-    from faststate.scopes import InstanceAddress
-    from faststate.state import Binding, bind
+    from faststate import MemoryStore, StateConfig, StateScope
+    from faststate._address import Address
+    from faststate._protocol import get_protocol
+    from faststate._registry import Registration
+    from faststate._state import place
 
     store = MemoryStore(max_instances=count + 1)
     protocol = get_protocol("v1")
+    registration = Registration(apps.IdleState, StateConfig(StateScope.SESSION, 3600), "", {})
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for index in range(count):
         # What use_state leaves behind for one visitor: a key, an instance
         # bound to its address, and the store's entry.
-        key = f"session:IdleState:{index:032x}"
-        state = store.add_sync(key, apps.IdleState(), 3600)
-        address = InstanceAddress(key, "IdleState", None)
-        bind(state, Binding(address.key, address.namespace, protocol, "", None))
+        session = f"{index:032x}"
+        address = Address.of(registration, session, session, protocol)
+        state = store.add_sync(address.key, apps.IdleState(), 3600)
+        place(state, address)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -159,22 +161,21 @@ def bytes_per_session(count: int) -> dict[str, float]:
 def fanout_inprocess(subscribers: int, rounds: int) -> dict[str, float]:
     async def once() -> float:
         from faststate import FastStateMiddleware, LocalBroker
-        from faststate.broker import Change
-        from faststate.streams import LiveStream, _Watched
+        from faststate._live.broker import Change
+        from faststate._address import Address
+        from faststate._live.streams import LiveStream
 
         app = apps.faststate_app()
         await session_cookie(app)  # builds the middleware and its runtime
         runtime = app.state.faststate_registry.runtime
         registration = app.state.faststate_registry.by_name["CounterState"]
         assert isinstance(runtime.broker, LocalBroker), FastStateMiddleware
-        streams = [
-            LiveStream(runtime, [_Watched("global:X", "X", registration)], [0], None)
-            for _ in range(subscribers)
-        ]
+        address = Address.of(registration, "bench", "bench", runtime.protocol)
+        streams = [LiveStream(runtime, [address], [0], None) for _ in range(subscribers)]
         for stream in streams:
-            await runtime.broker.subscribe("global:X", stream.deliver)
+            await runtime.broker.subscribe(address.key, stream.deliver)
         started = time.perf_counter()
-        await runtime.broker.publish(Change("global:X", 1, {"count": 1}))
+        await runtime.broker.publish(Change(address.key, 1, {"count": 1}))
         elapsed = time.perf_counter() - started
         assert all(s.queue.qsize() == 1 for s in streams)
         return elapsed * 1000
@@ -203,7 +204,7 @@ def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
             raise RuntimeError("fan-out worker did not start")
         import redis as redis_sync
 
-        from faststate.broker import Change
+        from faststate._live.broker import Change
 
         client = redis_sync.Redis.from_url(REDIS_URL)
         time.sleep(0.2)  # the subscription is confirmed before "ready"; let it settle

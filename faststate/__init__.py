@@ -1,22 +1,54 @@
-"""faststate: server-side reactive state for Starlette and FastHTML, driven by Datastar."""
+"""faststate: server-side reactive state for Starlette and FastHTML, driven by Datastar.
 
-from faststate.apps import FastStateApp
-from faststate.broker import Broker, LocalBroker, RedisBroker
-from faststate.events import event
-from faststate.helpers import action, on, ref, signal_name, signals, text
-from faststate.instances import ause_state, use_state
-from faststate.middleware import FastStateMiddleware
-from faststate.mutations import mutate, push
-from faststate.registry import StateApp, register_state
-from faststate.scopes import StateConfig, StateScope
-from faststate.sessions import rotate_session
-from faststate.state import ReactiveState
-from faststate.stores import MemoryStore, StateStore
-from faststate.stores.redis import RedisStore
-from faststate.stores.sql import SQLPersistence
-from faststate.streams import live
+Everything public is importable from here; ``faststate.fasthtml`` adds the
+FastHTML app class and script tag, ``faststate.testing`` the test helpers.
+Modules starting with ``_`` are internal.  ``RedisStore``, ``RedisBroker``
+and ``SQLPersistence`` are imported on first use, so an app that uses
+neither Redis nor a database never loads their clients.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from faststate._app import FastStateApp, StateApp, register_state
+from faststate._events import event
+from faststate._helpers import action, on, ref, signal_name, signals, text
+from faststate._live.broker import Broker, LocalBroker
+from faststate._live.mutations import mutate, push
+from faststate._live.streams import live
+from faststate._middleware import FastStateMiddleware
+from faststate._resolve import ause_state, use_state
+from faststate._scopes import StateConfig, StateScope
+from faststate._sessions import rotate_session
+from faststate._state import ReactiveState
+from faststate._stores.base import StaleState, StateStore, StoreUnavailable
+from faststate._stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from faststate._live.redis_broker import RedisBroker
+    from faststate._persistence import SQLPersistence
+    from faststate._stores.redis import RedisStore
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "RedisBroker": "faststate._live.redis_broker",
+    "RedisStore": "faststate._stores.redis",
+    "SQLPersistence": "faststate._persistence",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'faststate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Broker",
@@ -28,10 +60,12 @@ __all__ = [
     "RedisBroker",
     "RedisStore",
     "SQLPersistence",
+    "StaleState",
     "StateApp",
     "StateConfig",
     "StateScope",
     "StateStore",
+    "StoreUnavailable",
     "action",
     "ause_state",
     "event",

@@ -7,8 +7,8 @@ from typing import Any, Final, Literal
 from fastcore.xml import FT
 from fasthtml.common import FastHTML, Script
 
-from faststate.middleware import FastStateMiddleware
-from faststate.registry import StateApp
+from faststate._app import StateApp
+from faststate._middleware import FastStateMiddleware
 
 DATASTAR_V1_SRC: Final = (
     "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.1/bundles/datastar.js"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from faststate.helpers import event_url
+from faststate._helpers import event_url
 
 DATASTAR_HEADERS = {
     "Datastar-Request": "true",

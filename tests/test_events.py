@@ -370,7 +370,7 @@ def test_merge_mode_morph_is_alias_of_outer() -> None:
         @event(merge_mode="morph")
         def go(self) -> None: ...
 
-    from faststate.events import event_spec
+    from faststate._events import event_spec
 
     spec = event_spec(Morph.go)
     assert spec is not None and spec.mode == "outer"

@@ -22,7 +22,7 @@ from faststate import (
     register_state,
     use_state,
 )
-from faststate.middleware import SECRET_KEY_ENV
+from faststate._middleware import SECRET_KEY_ENV
 from faststate.testing import fire
 
 SECRET = "test-secret"

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from faststate import FastStateMiddleware, ReactiveState, event, on, register_state, use_state
-from faststate.protocol import get_protocol
+from faststate._protocol import get_protocol
 
 
 class Todo(ReactiveState):

@@ -28,8 +28,8 @@ from faststate import (
     register_state,
     use_state,
 )
-from faststate.stores import StaleState, StoreUnavailable
-from faststate.stores.redis import RedisStore
+from faststate import StaleState, StoreUnavailable
+from faststate import RedisStore
 from faststate.testing import afire
 
 from .conftest import require

@@ -34,7 +34,7 @@ from faststate import (
     register_state,
     use_state,
 )
-from faststate.middleware import VERIFIED_COOKIES
+from faststate._middleware import VERIFIED_COOKIES
 
 from .support import run_server
 

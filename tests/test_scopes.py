@@ -34,7 +34,7 @@ from faststate import (
     signal_name,
     use_state,
 )
-from faststate.helpers import event_url
+from faststate._helpers import event_url
 from faststate.testing import afire, fire
 
 SECRET = "test-secret"

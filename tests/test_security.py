@@ -45,9 +45,9 @@ from faststate import (
     signals,
     use_state,
 )
-from faststate.codec import encode
-from faststate.guards import MAX_JSON_DEPTH
-from faststate.state import public_state
+from faststate._stores.codec import encode
+from faststate._guards import MAX_JSON_DEPTH
+from faststate._state import public_state
 from faststate.testing import DATASTAR_HEADERS, apply_patch, fire, parse_sse
 
 SECRET = "security-secret"

@@ -9,7 +9,7 @@ from pydantic import BaseModel, PrivateAttr, computed_field
 from sqlmodel import Field
 
 from faststate import ReactiveState, event
-from faststate.state import (
+from faststate._state import (
     begin_tracking,
     diff_tracked,
     end_tracking,

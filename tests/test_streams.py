@@ -32,9 +32,10 @@ from faststate import (
     register_state,
     use_state,
 )
-from faststate.broker import Change
-from faststate.context import Runtime
-from faststate.streams import QUEUE_SIZE, LiveStream, _Watched
+from faststate._live.broker import Change
+from faststate._runtime import Runtime
+from faststate._address import Address
+from faststate._live.streams import QUEUE_SIZE, LiveStream
 from faststate.testing import DATASTAR_HEADERS, SSEEvent, parse_sse
 
 from .support import free_port, run_server, start_example
@@ -390,7 +391,7 @@ async def test_stream_ends_and_unsubscribes_when_client_leaves(
 
 
 def _fanout_stream(runtime: Runtime, registration: Any) -> LiveStream:
-    watched = [_Watched("global:Board", "Board", registration)]
+    watched = [Address.of(registration, "", None, runtime.protocol)]
     return LiveStream(runtime, watched, [0], None)
 
 
@@ -487,7 +488,7 @@ async def test_stream_on_one_worker_sees_a_change_made_on_another(
 
 
 def test_change_json_round_trip() -> None:
-    from faststate.broker import ElementPatch
+    from faststate._protocol import ElementPatch
 
     change = Change("k", 3, {"a": {"b": None}}, (ElementPatch("<p>x</p>", "#p", "inner"),), True)
     assert Change.from_json(change.to_json()) == change

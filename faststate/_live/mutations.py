@@ -9,33 +9,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from starlette.requests import HTTPConnection
 
-from faststate.broker import Change, ElementPatch
-from faststate.context import Runtime, context_of
-from faststate.instances import (
-    address_for,
-    authorize,
-    binding_for,
-    commit,
-    load_or_create,
-    registration_for,
-)
-from faststate.protocol import PatchMode, dump_json
-from faststate.registry import Registration, registry_of
-from faststate.scopes import InstanceAddress, address_from_id
-from faststate.state import (
-    ReactiveState,
-    begin_tracking,
-    bind,
-    binding_of,
-    diff_tracked,
-    end_tracking,
-    rollback,
-    stored_version,
-)
+from faststate._address import Address
+from faststate._context import context_of
+from faststate._live.broker import Change
+from faststate._protocol import ElementPatch, PatchMode, dump_json, to_html
+from faststate._registry import registry_of
+from faststate._resolve import address_for, address_from_key, authorize, registration_for
+from faststate._runtime import Runtime
+from faststate._state import ReactiveState, placement_of, stored_version
+from faststate._transaction import Transaction
 
 S = TypeVar("S", bound=ReactiveState)
 
@@ -45,29 +31,18 @@ async def mutate(target: Any, cls: type[S], *, key: str | None = None) -> AsyncI
     """Change the instance of ``cls`` that ``target`` names, and push the change.
 
     ``target`` is a request (the instance is resolved as ``use_state`` does,
-    ``key`` being the component or record id) or the app (``key`` as in
-    ``faststate.scopes.address_from_id``: none for GLOBAL, the record id for
-    RECORD, the user id for USER, ...).
+    ``key`` being the component or record id) or the app (``key`` is what
+    the scope is keyed by: none for GLOBAL, the session id for SESSION, the
+    user id for USER, ``"<session id>:<component id>"`` for COMPONENT, the
+    record id for RECORD).
     """
-    runtime, registration, address, root_path = await _locate(target, cls, key)
-    async with runtime.store.lock(address.key):
-        state = await load_or_create(runtime, registration, address.key, cls)
-        bind(state, binding_for(runtime, registration, address, root_path))
-        tracker = begin_tracking(state)
-        try:
-            yield state
-        except BaseException:
-            end_tracking(state)
-            rollback(state, tracker)
-            raise
-        end_tracking(state)
-        patch = diff_tracked(state, tracker)
-        try:
+    runtime, address = await _locate(target, cls, key)
+    async with Transaction(runtime, (address,)) as tx:
+        yield cast(S, tx.states[0])
+        patches = tx.finish()
+        for patch in patches:
             dump_json(patch)  # what pages could not be sent is not kept
-            await commit(runtime, registration, address.key, state, patch)
-        except BaseException:
-            rollback(state, tracker)
-            raise
+        await tx.commit()
 
 
 async def push(
@@ -81,10 +56,8 @@ async def push(
 
     ``state`` must have been resolved (``use_state``, an event, ``mutate``).
     """
-    from faststate.routing import to_html
-
     runtime = _runtime(target)
-    key = binding_of(state).key
+    key = placement_of(state).key
     if key.startswith("unbound:"):
         raise ValueError("push() needs a resolved instance (from use_state, an event or mutate)")
     patches = tuple(ElementPatch(to_html(e), selector, mode) for e in elements)
@@ -95,23 +68,16 @@ async def push(
 
 async def _locate(
     target: Any, cls: type[ReactiveState], key: str | None
-) -> tuple[Runtime, Registration, InstanceAddress, str]:
+) -> tuple[Runtime, Address]:
     if isinstance(target, HTTPConnection):
         context = context_of(target)
-        registration = registration_for(context, target, cls)
-        address = address_for(target, context, registration, key)
-        await authorize(target, registration, address.key)
-        return context.runtime, registration, address, target.scope.get("root_path", "")
+        address = address_for(target, context, registration_for(context, target, cls), key)
+        await authorize(target, address)
+        return context.runtime, address
     runtime = _runtime(target)
     registry = registry_of(target, create=False)
     assert registry is not None  # _runtime checked it
-    registration = registry.get(cls)
-    return (
-        runtime,
-        registration,
-        address_from_id(registration.name, registration.config.scope, key),
-        "",
-    )
+    return runtime, address_from_key(runtime, registry.get(cls), key)
 
 
 def _runtime(target: Any) -> Runtime:

@@ -8,9 +8,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from faststate.state import ReactiveState, set_stored_version, stored_version
-from faststate.stores.base import S, StateStore
-from faststate.stores.locks import KeyLocks
+from faststate._state import ReactiveState, set_stored_version, stored_version
+from faststate._stores.base import S, StateStore
+from faststate._stores.locks import KeyLocks
 
 DEFAULT_MAX_INSTANCES = 100_000
 

@@ -8,22 +8,44 @@ speaks, so it is formatted here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from datastar_py import ServerSentEventGenerator
 from datastar_py.attributes import action_generator
 from datastar_py.consts import ElementPatchMode
+from datastar_py.sse import SSE_HEADERS as _DATASTAR_SSE_HEADERS
 
 PatchMode = Literal["outer", "inner", "replace", "prepend", "append", "before", "after", "remove"]
 
 PATCH_MODES: Final = frozenset(
     ("outer", "inner", "replace", "prepend", "append", "before", "after", "remove")
 )
-SSE_HEADERS: Final = {
-    "Cache-Control": "no-cache",
-    "Content-Type": "text/event-stream",
-    "X-Accel-Buffering": "no",
-}
+#: Cache-Control, Content-Type and X-Accel-Buffering, as datastar-py sends them.
+SSE_HEADERS: Final[dict[str, str]] = dict(_DATASTAR_SSE_HEADERS)
+
+
+@dataclass(frozen=True, slots=True)
+class ElementPatch:
+    """HTML to patch into the page, and where."""
+
+    html: str
+    selector: str | None = None
+    mode: PatchMode = "outer"
+
+
+def to_html(item: Any) -> str:
+    """HTML text of a FastHTML element, an ``__html__`` object or a string."""
+    if hasattr(item, "__ft__") and not hasattr(item, "__html__"):
+        item = item.__ft__()
+    if hasattr(item, "__html__"):
+        return str(item.__html__())
+    if isinstance(item, str):
+        return item
+    raise TypeError(
+        f"an event returned {type(item).__name__}; return None, elements, or a Response"
+    )
 
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -40,7 +62,7 @@ def dump_json(value: Any) -> str:
     return text if text.isascii() else text.translate(_ESCAPES)
 
 
-class Protocol:
+class Dialect:
     """One Datastar dialect: how events are written and actions spelled."""
 
     name: str
@@ -56,6 +78,11 @@ class Protocol:
         event_id: str | None = None,
     ) -> str:
         raise NotImplementedError
+
+    def format_elements(self, patches: Iterable[ElementPatch], event_id: str | None = None) -> str:
+        return "".join(
+            self.patch_elements(p.html, p.selector, p.mode, event_id) for p in patches
+        )
 
     def on_attribute(self, event: str) -> str:
         """Attribute name that runs an expression on a DOM event."""
@@ -78,7 +105,7 @@ class Protocol:
         raise NotImplementedError
 
 
-class DatastarV1(Protocol):
+class DatastarV1(Dialect):
     name = "v1"
 
     def patch_signals(self, signals: dict[str, Any], event_id: str | None = None) -> str:
@@ -135,7 +162,7 @@ _BETA_MODES: Final = {
 }
 
 
-class DatastarBeta(Protocol):
+class DatastarBeta(Dialect):
     name = "beta"
 
     def patch_signals(self, signals: dict[str, Any], event_id: str | None = None) -> str:
@@ -184,11 +211,11 @@ def _sse(event_type: str, data_lines: list[str], event_id: str | None) -> str:
     return "\n".join(head + [f"data: {line}" for line in data_lines]) + "\n\n"
 
 
-PROTOCOLS: Final[dict[str, Protocol]] = {"v1": DatastarV1(), "beta": DatastarBeta()}
+PROTOCOLS: Final[dict[str, Dialect]] = {"v1": DatastarV1(), "beta": DatastarBeta()}
 
 
-def get_protocol(name: str | Protocol) -> Protocol:
-    if isinstance(name, Protocol):
+def get_protocol(name: str | Dialect) -> Dialect:
+    if isinstance(name, Dialect):
         return name
     try:
         return PROTOCOLS[name]

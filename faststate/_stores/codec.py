@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from faststate.state import ReactiveState
+from faststate._state import ReactiveState
 
 logger = logging.getLogger("faststate")
 

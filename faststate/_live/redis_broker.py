@@ -1,119 +1,18 @@
-"""Brokers carry committed changes of an instance to every stream showing it.
-
-A message is a wake-up, not the truth: a stream that misses one (a dropped
-connection, a restarted worker, a full queue) notices by the version numbers
-and reloads the instance's full state.  ``LocalBroker`` serves one process;
-``RedisBroker`` (Redis pub/sub) reaches every worker.
-"""
+"""Redis pub/sub broker: changes reach the streams of every worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from faststate.protocol import PatchMode
+from faststate._live.broker import Broker, Change, Subscriber
 
 logger = logging.getLogger("faststate")
-
-
-@dataclass(frozen=True)
-class ElementPatch:
-    html: str
-    selector: str | None = None
-    mode: PatchMode = "outer"
-
-
-@dataclass(frozen=True)
-class Change:
-    """What one committed event or mutation did to one instance."""
-
-    key: str
-    version: int
-    patch: dict[str, Any]
-    elements: tuple[ElementPatch, ...] = field(default=())
-    #: Elements pushed at an already saved version (``push``), not a new change.
-    replay: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "k": self.key,
-                "v": self.version,
-                "p": self.patch,
-                "e": [[e.html, e.selector, e.mode] for e in self.elements],
-                "r": self.replay,
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Change:
-        data = json.loads(text)
-        elements = tuple(ElementPatch(html, selector, mode) for html, selector, mode in data["e"])
-        return cls(data["k"], int(data["v"]), data["p"], elements, bool(data.get("r")))
-
-
-Subscriber = Callable[[Change | None], None]
-"""Called with each change of a subscribed key; ``None`` means "you may have missed some"."""
-
-
-class Broker(ABC):
-    """Publish changes by instance key; deliver them to local subscribers."""
-
-    def __init__(self) -> None:
-        self._subscribers: dict[str, set[Subscriber]] = {}
-
-    async def subscribe(self, key: str, subscriber: Subscriber) -> None:
-        self._subscribers.setdefault(key, set()).add(subscriber)
-
-    async def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
-        subscribers = self._subscribers.get(key)
-        if subscribers is not None:
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._subscribers[key]
-
-    @abstractmethod
-    async def publish(self, change: Change) -> None: ...
-
-    def reaches(self, key: str) -> bool:
-        """Whether a change of ``key`` may have a subscriber anywhere."""
-        return True
-
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
-
-    def _deliver(self, change: Change) -> None:
-        # Subscribers only enqueue; a slow page never delays a publisher.
-        for subscriber in tuple(self._subscribers.get(change.key, ())):
-            subscriber(change)
-
-    def _warn_all(self) -> None:
-        for subscribers in tuple(self._subscribers.values()):
-            for subscriber in tuple(subscribers):
-                subscriber(None)
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; the local broker holds none."""
-
-
-class LocalBroker(Broker):
-    """Delivers within this process only."""
-
-    def reaches(self, key: str) -> bool:
-        return key in self._subscribers
-
-    async def publish(self, change: Change) -> None:
-        self._deliver(change)
 
 
 class RedisBroker(Broker):

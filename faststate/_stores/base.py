@@ -6,8 +6,10 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, TypeVar
 
+from faststate._live.broker import Broker, LocalBroker
+
 if TYPE_CHECKING:
-    from faststate.state import ReactiveState
+    from faststate._state import ReactiveState
 
 S = TypeVar("S", bound="ReactiveState")
 
@@ -55,6 +57,10 @@ class StateStore(ABC):
     @abstractmethod
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         """Exclusive access to ``key`` for the length of one event."""
+
+    def default_broker(self) -> Broker:
+        """How changes reach live pages when the app names no broker: in process."""
+        return LocalBroker()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections; the default store holds none."""

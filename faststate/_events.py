@@ -20,7 +20,8 @@ from urllib.parse import parse_qs
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
 
-from faststate.protocol import PATCH_MODES, PatchMode
+from faststate._guards import FormFields
+from faststate._protocol import PATCH_MODES, PatchMode
 
 F = TypeVar("F", bound=Callable[..., Any])
 EventKind = Literal["sync", "async", "generator", "async_generator"]
@@ -29,10 +30,6 @@ EVENT_ATTRIBUTE: Final = "__faststate_event__"
 EVENT_METHODS: Final = frozenset(("post", "put", "patch", "delete"))
 _NO_DEFAULT: Final = inspect.Parameter.empty
 _SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
-
-
-class FormFields(dict[str, list[str]]):
-    """Form fields, every one a list of its values (like a query string)."""
 
 
 @dataclass(frozen=True)

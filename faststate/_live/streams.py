@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from itsdangerous import BadSignature
@@ -27,13 +26,15 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from faststate.broker import Change
-from faststate.context import RequestContext, Runtime, context_of
-from faststate.instances import authorize, registration_named
-from faststate.protocol import SSE_HEADERS, Protocol
-from faststate.registry import Registration
-from faststate.scopes import StateScope
-from faststate.state import ReactiveState, public_state, stored_version
+from faststate._address import Address
+from faststate._context import RequestContext, context_of
+from faststate._live.broker import Change
+from faststate._protocol import SSE_HEADERS, Dialect
+from faststate._resolve import authorize, registration_named
+from faststate._runtime import Runtime
+from faststate._scopes import SESSION_BOUND, StateScope, parse_key
+from faststate._state import ReactiveState, public_state, stored_version
+from faststate._transaction import read as read_committed
 
 logger = logging.getLogger("faststate")
 
@@ -52,24 +53,17 @@ def live(request: HTTPConnection) -> dict[str, str]:
     if not context.resolved:
         return {}
     runtime = context.runtime
-    entries = [[key, r.cls_name, r.namespace] for key, r in context.resolved.items()]
+    entries = [[key, a.registration.name, a.namespace] for key, (a, _) in context.resolved.items()]
     token = runtime.live_signer.dumps(
         {
             "s": context.existing_session_id,
             "k": entries,
-            "v": [r.version for r in context.resolved.values()],
+            "v": [version for _, version in context.resolved.values()],
         }
     )
     url = f"{request.scope.get('root_path', '')}{LIVE_PATH}?t={token}"
     protocol = runtime.protocol
     return {protocol.init_attribute(): protocol.stream_action(url)}
-
-
-@dataclass(frozen=True)
-class _Watched:
-    key: str
-    namespace: str
-    registration: Registration
 
 
 async def live_endpoint(request: Request) -> Response:
@@ -85,17 +79,14 @@ async def live_endpoint(request: Request) -> Response:
         return PlainTextResponse("invalid or expired live token", 403)
     watched = [await _check(request, context, payload.get("s"), *entry) for entry in entries]
     session = context.existing_session_id
-    if len(runtime.streams) >= runtime.max_streams or (
-        session is not None
-        and runtime.streams_by_session.get(session, 0) >= runtime.max_streams_per_session
-    ):
+    if runtime.streams.full(session):
         return PlainTextResponse("too many live streams", 429)
     known = _last_event_versions(request.headers, len(watched)) or versions
     return LiveStream(runtime, watched, known, session)
 
 
-def _entries(payload: Any) -> tuple[list[tuple[str, str, str]], list[int]]:
-    entries = [(str(k), str(c), str(n)) for k, c, n in payload["k"]]
+def _entries(payload: Any) -> tuple[list[tuple[str, str]], list[int]]:
+    entries = [(str(key), str(cls_name)) for key, cls_name, *_ in payload["k"]]
     versions = [int(v) for v in payload["v"]]
     if not entries or len(entries) != len(versions):
         raise ValueError("malformed token")
@@ -108,14 +99,13 @@ async def _check(
     token_session: Any,
     key: str,
     cls_name: str,
-    namespace: str,
-) -> _Watched:
-    """Refuse (403) an instance the caller may not reach today."""
-    registration = registration_named(context, request, cls_name)
-    if registration is None or not _reachable(request, context, token_session, key, registration):
+) -> Address:
+    """The address of a watched instance, or 403 if the caller may not reach it today."""
+    address = _reachable(request, context, token_session, key, cls_name)
+    if address is None:
         raise HTTPException(403, "live stream refused")
-    await authorize(request, registration, key)
-    return _Watched(key, namespace, registration)
+    await authorize(request, address)
+    return address
 
 
 def _reachable(
@@ -123,24 +113,30 @@ def _reachable(
     context: RequestContext,
     token_session: Any,
     key: str,
-    registration: Registration,
-) -> bool:
-    name = registration.name
+    cls_name: str,
+) -> Address | None:
+    parts = parse_key(key)
+    registration = registration_named(context, request, cls_name)
+    if parts is None or registration is None or parts.cls_name != cls_name:
+        return None
     scope = registration.config.scope
-    session = context.existing_session_id
-    if scope is StateScope.GLOBAL:
-        return key == f"global:{name}"
-    if scope is StateScope.RECORD:
-        return key.startswith(f"record:{name}:")
-    if scope is StateScope.USER:
-        uid = context.user_id(request)
-        return uid is not None and key == f"user:{name}:{uid}"
-    # SESSION and COMPONENT belong to the session whose cookie came with the request.
-    if session is None or token_session != session:
-        return False
-    if scope is StateScope.SESSION:
-        return key == f"session:{name}:{session}"
-    return key.startswith(f"component:{name}:{session}:")
+    if parts.scope is not scope:
+        return None
+    if scope is StateScope.USER and parts.scope_id != context.user_id(request):
+        return None
+    if scope in SESSION_BOUND:
+        # They belong to the session whose cookie came with the request.
+        session = context.existing_session_id
+        if session is None or token_session != session or parts.session != session:
+            return None
+    address = Address.of(
+        registration,
+        parts.scope_id,
+        parts.session,
+        context.runtime.protocol,
+        request.scope.get("root_path", ""),
+    )
+    return address if address.key == key else None
 
 
 def _last_event_versions(headers: Headers, count: int) -> list[int] | None:
@@ -160,7 +156,7 @@ class LiveStream(Response):
     def __init__(
         self,
         runtime: Runtime,
-        watched: Sequence[_Watched],
+        watched: Sequence[Address],
         known: list[int],
         session: str | None,
     ) -> None:
@@ -169,7 +165,7 @@ class LiveStream(Response):
         self.background = None
         self.init_headers(SSE_HEADERS)
         self.runtime = runtime
-        self.protocol: Protocol = runtime.protocol
+        self.protocol: Dialect = runtime.protocol
         self.watched = list(watched)
         self.index = {w.key: i for i, w in enumerate(self.watched)}
         self.known = list(known)
@@ -270,10 +266,7 @@ class LiveStream(Response):
         await self._write(send, text)
 
     def _format_elements(self, change: Change, event_id: str) -> str:
-        return "".join(
-            self.protocol.patch_elements(e.html, e.selector, e.mode, event_id)
-            for e in change.elements
-        )
+        return self.protocol.format_elements(change.elements, event_id)
 
     async def _send_full(self, send: Send, initial: bool = False, only: int | None = None) -> None:
         """The whole public state of instances whose version the page does not have."""
@@ -296,9 +289,9 @@ class LiveStream(Response):
                 "".join(self.protocol.patch_signals({ns: s}, event_id) for ns, s in chunks),
             )
 
-    async def _load(self, watched: _Watched) -> ReactiveState | None:
+    async def _load(self, watched: Address) -> ReactiveState | None:
         try:
-            return await self.runtime.store.load(watched.key, watched.registration.cls)
+            return await read_committed(self.runtime, watched)
         except Exception as exc:
             logger.warning("faststate: live resync of %s failed: %s", watched.key, exc)
             return None
@@ -318,27 +311,8 @@ class LiveStream(Response):
                 return
 
     def _open(self) -> None:
-        self.runtime.streams.add(self)
-        if self.session is not None:
-            counts = self.runtime.streams_by_session
-            counts[self.session] = counts.get(self.session, 0) + 1
-        if self.runtime.shutting_down:
-            self.end(shutdown=True)
+        self.runtime.streams.add(self, self.session)
 
     def _close(self) -> None:
         self.ended = True
-        self.runtime.streams.discard(self)
-        if self.session is not None:
-            counts = self.runtime.streams_by_session
-            left = counts.get(self.session, 1) - 1
-            if left > 0:
-                counts[self.session] = left
-            else:
-                counts.pop(self.session, None)
-
-
-def end_all_streams(runtime: Runtime) -> None:
-    """Shutdown: every open stream ends now, so the server need not wait for them."""
-    runtime.shutting_down = True
-    for stream in tuple(runtime.streams):
-        stream.end(shutdown=True)
+        self.runtime.streams.discard(self, self.session)

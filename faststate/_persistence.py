@@ -30,9 +30,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import create_engine
 
-from faststate.codec import decode, encode
-from faststate.state import ReactiveState
-from faststate.stores.base import StoreUnavailable
+from faststate._state import ReactiveState
+from faststate._stores.base import StoreUnavailable
+from faststate._stores.codec import decode, encode
 
 logger = logging.getLogger("faststate")
 

@@ -19,10 +19,12 @@ import redis.asyncio
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.exceptions import RedisError as _RedisError
 
-from faststate.codec import decode, encode
-from faststate.state import ReactiveState, set_stored_version, stored_version
-from faststate.stores.base import S, StaleState, StateStore, StoreUnavailable
-from faststate.stores.locks import KeyLocks
+from faststate._live.broker import Broker
+from faststate._live.redis_broker import RedisBroker
+from faststate._state import ReactiveState, set_stored_version, stored_version
+from faststate._stores.base import S, StaleState, StateStore, StoreUnavailable
+from faststate._stores.codec import decode, encode
+from faststate._stores.locks import KeyLocks
 
 T = TypeVar("T")
 
@@ -163,6 +165,10 @@ class RedisStore(StateStore):
                     pass  # expired while held: the version check guarded the save
                 except (LockError, _RedisError):
                     pass  # Redis gone: the lock expires by itself
+
+    def default_broker(self) -> Broker:
+        """Redis pub/sub on the same server, so changes reach every worker's pages."""
+        return RedisBroker(self.url, prefix=self.prefix)
 
     async def aclose(self) -> None:
         await self._async.aclose()

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from faststate.events import EventSpec, event_spec
-from faststate.state import ReactiveState, binding_of, signal_attributes
+from faststate._events import EventSpec, event_spec
+from faststate._state import ReactiveState, placement_of, signal_attributes
 
 
 def signal_name(state: ReactiveState) -> str:
     """The namespace of this instance's signals (``CounterState``, ``TodoList_42``)."""
-    return binding_of(state).namespace
+    return placement_of(state).namespace
 
 
 def ref(state: ReactiveState, name: str) -> str:
@@ -47,7 +47,7 @@ def action(method: Callable[..., Any], **params: Any) -> str:
     same name.
     """
     state, spec, url = _event_target(method, params)
-    return binding_of(state).protocol.fetch_action(spec.method, url, signal_name(state))
+    return placement_of(state).protocol.fetch_action(spec.method, url, signal_name(state))
 
 
 def event_url(method: Callable[..., Any], **params: Any) -> str:
@@ -64,11 +64,11 @@ def _event_target(
         raise TypeError(
             "action() takes an @event method of a state instance, e.g. action(counter.increment)"
         )
-    binding = binding_of(state)
-    path = binding.url_prefix + (spec.path or f"/{type(state).__name__}/{spec.name}")
+    where = placement_of(state)
+    path = where.url_prefix + (spec.path or f"/{type(state).__name__}/{spec.name}")
     query: list[tuple[str, str]] = []
-    if binding.client_param is not None:
-        query.append(binding.client_param)
+    if where.client_param is not None:
+        query.append(where.client_param)
     for name, value in params.items():
         if value is None:
             continue
@@ -83,7 +83,7 @@ def on(dom_event: str, method: Callable[..., Any], **params: Any) -> dict[str, s
     state = getattr(method, "__self__", None)
     if not isinstance(state, ReactiveState):
         raise TypeError("on() takes an @event method of a state instance")
-    return {binding_of(state).protocol.on_attribute(dom_event): action(method, **params)}
+    return {placement_of(state).protocol.on_attribute(dom_event): action(method, **params)}
 
 
 def _query_value(value: Any) -> str:

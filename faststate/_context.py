@@ -3,56 +3,18 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from itsdangerous import URLSafeTimedSerializer
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
 
-from faststate.protocol import Protocol
+from faststate._runtime import Runtime
 
 if TYPE_CHECKING:
-    from faststate.broker import Broker
-    from faststate.stores.base import StateStore
-    from faststate.stores.sql import SQLPersistence
-    from faststate.streams import LiveStream
+    from faststate._address import Address
 
 CONTEXT_KEY: Final = "faststate"
-
-UserKey = Callable[[HTTPConnection], "str | None"]
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """An instance a page resolved, as its live stream will need it."""
-
-    cls_name: str
-    namespace: str
-    version: int
-
-
-@dataclass
-class Runtime:
-    """What every request of one middleware shares."""
-
-    store: StateStore
-    persistence: SQLPersistence | None
-    broker: Broker
-    protocol: Protocol
-    user_key: UserKey | None
-    max_body_size: int
-    trusted_origins: frozenset[str]
-    live_signer: URLSafeTimedSerializer
-    live_max_age: int
-    max_streams: int
-    max_streams_per_session: int
-    heartbeat: float
-    #: Open live streams, to end them on shutdown and to enforce the caps.
-    streams: set[LiveStream] = field(default_factory=set)
-    streams_by_session: dict[str, int] = field(default_factory=dict)
-    shutting_down: bool = False
 
 
 class RequestContext:
@@ -69,7 +31,8 @@ class RequestContext:
         self.app = app
         self._session_id = session_id
         self.session_is_new = False
-        self.resolved: dict[str, Resolved] = {}
+        #: Instances this request resolved, by key, with the version it saw (for ``live``).
+        self.resolved: dict[str, tuple[Address, int]] = {}
 
     @property
     def session_id(self) -> str:

@@ -24,12 +24,6 @@ class KeyLocks:
     def hold(self, key: str) -> _Held:
         return _Held(self, key)
 
-    async def acquire(self, key: str) -> None:
-        if key not in self._held:
-            self._held[key] = None
-            return
-        await self._wait(key)
-
     async def _wait(self, key: str) -> None:
         waiters = self._held[key]
         if waiters is None:

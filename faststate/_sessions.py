@@ -6,10 +6,12 @@ from collections.abc import Iterable
 
 from starlette.requests import HTTPConnection
 
-from faststate.context import context_of
-from faststate.instances import registration_for
-from faststate.scopes import StateScope
-from faststate.state import ReactiveState
+from faststate._address import Address
+from faststate._context import context_of
+from faststate._resolve import registration_for
+from faststate._scopes import StateScope
+from faststate._state import ReactiveState
+from faststate._transaction import move
 
 
 async def rotate_session(
@@ -27,17 +29,14 @@ async def rotate_session(
     old, new = context.rotate_session()
     if old is None:
         return
-    store = context.runtime.store
+    runtime = context.runtime
     for cls in carry:
         registration = registration_for(context, request, cls)
         if registration.config.scope is not StateScope.SESSION:
             raise ValueError(f"only SESSION-scoped classes can be carried, not {cls.__name__}")
-        old_key = f"session:{cls.__name__}:{old}"
-        new_key = f"session:{cls.__name__}:{new}"
-        async with store.lock(old_key):
-            state = await store.load(old_key, cls)
-            if state is None:
-                continue
-            await store.add(new_key, state, registration.config.ttl)
-            await store.delete(old_key)
+        await move(
+            runtime,
+            Address.of(registration, old, old, runtime.protocol),
+            Address.of(registration, new, new, runtime.protocol),
+        )
     context.resolved.clear()  # a page rendered after this must resolve again

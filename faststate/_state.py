@@ -11,16 +11,15 @@ it may be changed in place.  Untouched fields cost nothing.
 from __future__ import annotations
 
 import copy
-import math
 import uuid
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field, SQLModel
 
-from faststate.protocol import Protocol, dump_json, get_protocol
+from faststate._diff import dump_fields, dump_public, is_plain, merge_diff, plain_fields
+from faststate._protocol import Dialect, dump_json, get_protocol
 
 if TYPE_CHECKING:
     from fastcore.xml import FT
@@ -38,15 +37,33 @@ def _private_of(state: object) -> dict[str, Any] | None:
     return private
 
 
+class Placement(Protocol):
+    """Where a resolved instance lives and how the page and URLs name it.
+
+    The resolver's address record has this shape; the state only carries it.
+    """
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def protocol(self) -> Dialect: ...
+    @property
+    def url_prefix(self) -> str: ...
+    @property
+    def client_param(self) -> tuple[str, str] | None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Binding:
-    """How a resolved instance is addressed: store key, page namespace, URLs."""
+class _Unplaced:
+    """What helpers see of an instance no request resolved (made by hand, say)."""
 
     key: str
     namespace: str
-    protocol: Protocol
-    url_prefix: str  # the prefix given to register_state, usually ""
-    client_param: tuple[str, str] | None  # ("record_id", "42") for keyed scopes
+    protocol: Dialect
+    url_prefix: str = ""
+    client_param: tuple[str, str] | None = None
 
 
 class Tracker:
@@ -64,7 +81,7 @@ class Tracker:
         saved = copy.deepcopy(value) if deep else value
         dumped = None
         cls = type(state)
-        if name in _plain_fields(cls) and _is_plain(value):
+        if name in plain_fields(cls) and is_plain(value):
             dumped = {name: "" if value is None else value}
         elif name in cls.__pydantic_fields__:
             dumped = dump_public(state, {name})
@@ -78,37 +95,6 @@ class Tracker:
             self.old_json[name] = dumped[name]
 
 
-_PLAIN_TYPES: Final = (int, str, bool, type(None))
-
-
-def _is_plain(value: Any) -> bool:
-    """A value whose JSON form is itself (checked by exact type: no subclasses)."""
-    kind = type(value)
-    return kind in _PLAIN_TYPES or (kind is float and math.isfinite(value))
-
-
-@cache
-def _plain_fields(cls: type[ReactiveState]) -> frozenset[str]:
-    """Public fields that pydantic serialises without any customisation.
-
-    For those, a plain value (``_is_plain``) is its own JSON form, which
-    spares a serializer call per touched field on every event.
-    """
-    decorators = cls.__pydantic_decorators__
-    if decorators.model_serializers:
-        return frozenset()
-    customised = {
-        name
-        for decorator in decorators.field_serializers.values()
-        for name in decorator.info.fields
-    }
-    return frozenset(
-        name
-        for name, info in cls.__pydantic_fields__.items()
-        if info.exclude is not True and not info.metadata and name not in customised
-    )
-
-
 class ReactiveState(SQLModel):
     """Base class of server-side reactive state.
 
@@ -118,12 +104,12 @@ class ReactiveState(SQLModel):
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
 
-    _fs_binding: Binding | None = PrivateAttr(default=None)
+    _fs_place: Placement | None = PrivateAttr(default=None)
     _fs_tracker: Tracker | None = PrivateAttr(default=None)
     _fs_version: int = PrivateAttr(default=0)  # of the stored copy this was loaded from
 
     __faststate_private__: ClassVar[frozenset[str]] = frozenset(
-        {"_fs_binding", "_fs_tracker", "_fs_version"}
+        {"_fs_place", "_fs_tracker", "_fs_version"}
     )
 
     def __getattribute__(self, name: str) -> Any:
@@ -170,19 +156,23 @@ class ReactiveState(SQLModel):
         return ft_hx("div", **signal_attributes(self))
 
 
-def current_binding(state: ReactiveState) -> Binding | None:
-    """The binding ``use_state``, an event or ``mutate`` gave the instance, if any."""
+def placement(state: ReactiveState) -> Placement | None:
+    """Where ``use_state``, an event or ``mutate`` placed the instance, if any did."""
     private = _private_of(state)
-    return private.get("_fs_binding") if private else None
+    return private.get("_fs_place") if private else None
 
 
-def binding_of(state: ReactiveState) -> Binding:
-    """The instance's binding, or a default one for unresolved instances."""
-    binding = current_binding(state)
-    if binding is None:
+def placement_of(state: ReactiveState) -> Placement:
+    """The instance's placement, or a default one for instances no request resolved."""
+    place = placement(state)
+    if place is None:
         name = type(state).__name__
-        binding = Binding(f"unbound:{name}", name, get_protocol("v1"), "", None)
-    return binding
+        place = _Unplaced(f"unbound:{name}", name, get_protocol("v1"))
+    return place
+
+
+def place(state: ReactiveState, where: Placement) -> None:
+    _getattribute(state, "__pydantic_private__")["_fs_place"] = where
 
 
 def stored_version(state: ReactiveState) -> int:
@@ -194,56 +184,13 @@ def set_stored_version(state: ReactiveState, version: int) -> None:
     _getattribute(state, "__pydantic_private__")["_fs_version"] = version
 
 
-def bind(state: ReactiveState, binding: Binding) -> None:
-    _getattribute(state, "__pydantic_private__")["_fs_binding"] = binding
-
-
 def public_state(state: ReactiveState) -> dict[str, Any]:
     """The JSON form of everything the page may see (fields and computed)."""
     return dump_public(state)
 
 
-def dump_public(state: ReactiveState, include: set[str] | None = None) -> dict[str, Any]:
-    """JSON form of public values as the page receives them.
-
-    ``None`` becomes ``""``: to Datastar a ``null`` member means "delete this
-    signal", and the 1.0 client then leaves elements bound to it showing the
-    old value even after a new one arrives.  An empty string shows nothing
-    and keeps the binding alive.
-    """
-    # The model's own serializer, without SQLModel's model_dump wrapper.
-    dumped: dict[str, Any] = state.__pydantic_serializer__.to_python(
-        state, mode="json", include=include
-    )
-    return {name: _without_nulls(value) for name, value in dumped.items()}
-
-
-def _without_nulls(value: Any) -> Any:
-    """A signal value the page can hold: no null members, no NaN or infinity.
-
-    Non-finite floats are not JSON; they become what pydantic's JSON has for
-    them (null), that is ``""`` as an object member and ``null`` in a list,
-    where null deletes nothing.
-    """
-    if value is None or (type(value) is float and not math.isfinite(value)):
-        return ""
-    if isinstance(value, dict):
-        return {key: _without_nulls(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_list_item(item) for item in value]
-    return value
-
-
-def _list_item(value: Any) -> Any:
-    if type(value) is float and not math.isfinite(value):
-        return None
-    if isinstance(value, dict | list):
-        return _without_nulls(value)
-    return value
-
-
 def signal_attributes(state: ReactiveState) -> dict[str, str]:
-    namespace = binding_of(state).namespace
+    namespace = placement_of(state).namespace
     return {"data-signals": dump_json({namespace: public_state(state)})}
 
 
@@ -264,22 +211,6 @@ def end_tracking(state: ReactiveState) -> Tracker | None:
     return tracker
 
 
-def _dump_touched(state: ReactiveState, names: set[str]) -> dict[str, Any]:
-    plain = _plain_fields(type(state))
-    values = _getattribute(state, "__dict__")
-    dumped: dict[str, Any] = {}
-    rest: set[str] = set()
-    for name in names:
-        value = values.get(name)
-        if name in plain and _is_plain(value):
-            dumped[name] = "" if value is None else value
-        else:
-            rest.add(name)
-    if rest:
-        dumped.update(dump_public(state, rest))
-    return dumped
-
-
 def resume_tracking(state: ReactiveState, tracker: Tracker) -> None:
     _getattribute(state, "__pydantic_private__")["_fs_tracker"] = tracker
 
@@ -295,7 +226,7 @@ def diff_tracked(
     patch: dict[str, Any] = {}
     names = set(tracker.old_json)
     if names:
-        now = _dump_touched(state, names)
+        now = dump_fields(state, _getattribute(state, "__dict__"), names)
         for name in names:
             old = tracker.old_json[name]
             new = now.get(name)
@@ -327,16 +258,3 @@ def rollback(state: ReactiveState, tracker: Tracker) -> None:
         else:
             target[name] = old
     object.__setattr__(state, "__pydantic_fields_set__", tracker.fields_set)
-
-
-def merge_diff(old: Any, new: Any) -> Any:
-    """The JSON Merge Patch (RFC 7396) turning ``old`` into ``new``."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        patch: dict[str, Any] = {key: None for key in old if key not in new}
-        for key, value in new.items():
-            if key not in old:
-                patch[key] = value
-            elif old[key] != value:
-                patch[key] = merge_diff(old[key], value)
-        return patch
-    return new

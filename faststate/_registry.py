@@ -1,7 +1,8 @@
-"""Explicit registration of state classes on an app.
+"""The registered state classes of an app: data only.
 
 The registry lives on the app (``app.state``), never in a module global, so
-two apps in one process keep their classes apart.
+two apps in one process keep their classes apart.  Mounting the routes is
+``_app``'s business.
 """
 
 from __future__ import annotations
@@ -9,19 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from faststate.events import EventSpec, event_spec
-from faststate.scopes import Authorize, StateConfig, StateScope
+from faststate._events import EventSpec, event_spec
+from faststate._scopes import StateConfig
+from faststate._state import ReactiveState
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from faststate.context import Runtime
-    from faststate.state import ReactiveState
+    from faststate._runtime import Runtime
 
 REGISTRY_ATTRIBUTE: Final = "faststate_registry"
 
 
-@dataclass
+@dataclass(eq=False)
 class Registration:
     """One registered state class: its config and its event routes."""
 
@@ -68,36 +67,19 @@ def registry_of(app: Any, create: bool = True) -> Registry | None:
     return registry
 
 
-def register_state(
-    app: Starlette,
-    cls: type[ReactiveState],
-    *,
-    scope: StateScope | str = StateScope.SESSION,
-    ttl: float | None = None,
-    auto_persist: bool = False,
-    authorize: Authorize | None = None,
-    prefix: str = "",
+def add_registration(
+    registry: Registry, cls: type[ReactiveState], config: StateConfig, prefix: str
 ) -> Registration:
-    """Register ``cls`` on ``app`` and mount ``POST {prefix}/{cls}/{event}`` routes."""
-    from faststate.routing import mount_events, mount_live
-    from faststate.state import ReactiveState
-
+    """Record ``cls`` with its events, refusing clashes and bad annotations now."""
     if not (isinstance(cls, type) and issubclass(cls, ReactiveState)):
         raise TypeError(f"register_state needs a ReactiveState subclass, got {cls!r}")
     if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
         raise ValueError("prefix must start with '/' and not end with '/'")
-    registry = registry_of(app)
-    if registry is None:
-        raise TypeError("register_state needs a Starlette or FastHTML app")
     if cls.__name__ in registry.by_name:
         raise ValueError(f"a state class named {cls.__name__} is already registered")
-    events = _collect_events(cls)
-    config = StateConfig(
-        scope=StateScope(scope), ttl=ttl, auto_persist=auto_persist, authorize=authorize
-    )
-    registration = Registration(cls, config, prefix, events)
+    registration = Registration(cls, config, prefix, _collect_events(cls))
     paths = []
-    for spec in events.values():
+    for spec in registration.events.values():
         spec.params()  # fail at startup, not at the first click, on bad annotations
         path = registration.event_path(spec)
         if path in registry.event_paths or path in paths:
@@ -106,10 +88,6 @@ def register_state(
     registry.event_paths.update(paths)
     registry.by_class[cls] = registration
     registry.by_name[cls.__name__] = registration
-    mount_events(app, registration)
-    if not registry.live_mounted:
-        mount_live(app)
-        registry.live_mounted = True
     return registration
 
 
@@ -123,27 +101,3 @@ def _collect_events(cls: type) -> dict[str, EventSpec]:
             elif name in events:  # overridden without @event: no longer reachable
                 del events[name]
     return events
-
-
-class StateApp:
-    """Mixin giving an app ``app.register_state(Cls, scope=...)``."""
-
-    def register_state(
-        self,
-        cls: type[ReactiveState],
-        *,
-        scope: StateScope | str = StateScope.SESSION,
-        ttl: float | None = None,
-        auto_persist: bool = False,
-        authorize: Authorize | None = None,
-        prefix: str = "",
-    ) -> Registration:
-        return register_state(
-            self,  # type: ignore[arg-type]
-            cls,
-            scope=scope,
-            ttl=ttl,
-            auto_persist=auto_persist,
-            authorize=authorize,
-            prefix=prefix,
-        )

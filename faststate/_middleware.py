@@ -10,36 +10,28 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from starlette._utils import get_route_path
 from starlette.datastructures import MutableHeaders
-from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faststate.broker import Broker, LocalBroker, RedisBroker
-from faststate.context import CONTEXT_KEY, RequestContext, Runtime, UserKey
-from faststate.guards import (
-    Refusal,
-    check_event_request,
-    media_type,
-    parse_signals,
-    scope_header,
-)
-from faststate.protocol import Protocol, get_protocol
-from faststate.registry import Registry, registry_of
-from faststate.stores.base import StateStore
-from faststate.stores.memory import MemoryStore
-from faststate.stores.redis import RedisStore
-from faststate.stores.sql import SQLPersistence
-from faststate.streams import end_all_streams
+from faststate._context import CONTEXT_KEY, RequestContext
+from faststate._guards import Refusal, guard_asgi, refusal_response
+from faststate._live.broker import Broker
+from faststate._protocol import Dialect, get_protocol
+from faststate._registry import Registry, registry_of
+from faststate._runtime import OpenStreams, Runtime, UserKey
+from faststate._stores.base import StateStore
+from faststate._stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from faststate._persistence import SQLPersistence
 
 logger = logging.getLogger("faststate")
 
 SECRET_KEY_ENV = "FASTSTATE_SECRET_KEY"
-GUARDED_KEY = "faststate.guarded"
-BODY_KEY = "faststate.body"
-SIGNALS_KEY = "faststate.signals"
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 VERIFIED_COOKIES = 10_000
 SecretKey = str | bytes | Sequence[str | bytes]
@@ -64,7 +56,7 @@ class FastStateMiddleware:
         store: StateStore | None = None,
         persistence: SQLPersistence | str | bool | None = None,
         broker: Broker | None = None,
-        protocol: Literal["v1", "beta"] | Protocol = "v1",
+        protocol: Literal["v1", "beta"] | Dialect = "v1",
         user_key: UserKey | None = None,
         session_cookie: str = "faststate_session",
         max_age: int | None = 14 * 24 * 3600,
@@ -86,16 +78,15 @@ class FastStateMiddleware:
         self.runtime = Runtime(
             store=store,
             persistence=_persistence(persistence),
-            broker=broker if broker is not None else _default_broker(store),
+            broker=broker if broker is not None else store.default_broker(),
             protocol=get_protocol(protocol),
             user_key=user_key,
             max_body_size=max_body_size,
             trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
             live_signer=URLSafeTimedSerializer(keys, salt="faststate.live"),  # type: ignore[arg-type]
             live_max_age=live_max_age,
-            max_streams=max_streams,
-            max_streams_per_session=max_streams_per_session,
             heartbeat=heartbeat,
+            streams=OpenStreams(max_streams, max_streams_per_session),
         )
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
@@ -128,11 +119,19 @@ class FastStateMiddleware:
             await self.app(scope, receive, send)
             return
 
-        if scope["method"] != "GET" and _is_event_path(scope, registry):
-            refusal_response, receive = await self._guard(scope, receive)
-            if refusal_response is not None:
-                await refusal_response(scope, receive, send)
+        if (
+            scope["method"] != "GET"
+            and registry is not None
+            and get_route_path(scope) in registry.event_paths
+        ):
+            runtime = self.runtime
+            guarded = await guard_asgi(
+                scope, receive, runtime.trusted_origins, runtime.max_body_size
+            )
+            if isinstance(guarded, Refusal):
+                await refusal_response(guarded)(scope, receive, send)
                 return
+            receive = guarded
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and (
@@ -160,9 +159,9 @@ class FastStateMiddleware:
 
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                _end_streams_on_exit_signals(runtime)
+                _end_streams_on_exit_signals(runtime.streams)
             elif message["type"] == "lifespan.shutdown.complete":
-                end_all_streams(runtime)
+                runtime.streams.end_all()
                 await runtime.broker.aclose()
                 await runtime.store.aclose()
                 if runtime.persistence is not None:
@@ -173,7 +172,7 @@ class FastStateMiddleware:
 
     def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
         """The session id of a valid cookie, and whether to re-issue it."""
-        cookie = _cookie_value(scope_header(scope, b"cookie"), self.session_cookie)
+        cookie = _cookie_value(_scope_header(scope, b"cookie"), self.session_cookie)
         if cookie is None:
             return None, False
         verified = self._verified.get(cookie)
@@ -206,74 +205,8 @@ class FastStateMiddleware:
             flags += "; secure"
         return f"{self.session_cookie}={value}; {flags}"
 
-    async def _guard(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[PlainTextResponse | None, Receive]:
-        """Refuse a hostile event request before any routing or parsing."""
-        # ASGI header names are lower-case already: one pass builds the lookup.
-        headers = {
-            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
-        }
-        limit = self.runtime.max_body_size
-        refusal = check_event_request(
-            headers, headers.get("host"), self.runtime.trusted_origins, limit
-        )
-        if refusal is not None:
-            return PlainTextResponse(refusal.reason, refusal.status), receive
-        # Buffer the (small) body here so that no later reader, FastHTML's
-        # form parsing included, can be made to read more than the limit.
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return PlainTextResponse("client disconnected", 400), receive
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return PlainTextResponse(f"request body over {limit} bytes", 413), receive
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if media_type(headers.get("content-type")) == "application/json":
-            parsed = parse_signals(body)
-            if isinstance(parsed, Refusal):
-                return PlainTextResponse(parsed.reason, parsed.status), receive
-            scope[SIGNALS_KEY] = parsed
-        replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        scope[GUARDED_KEY] = True
-        scope[BODY_KEY] = body
-        return None, replay
-
-
-def _is_event_path(scope: Scope, registry: Registry | None) -> bool:
-    if registry is None:
-        return False
-    path: str = scope["path"]
-    # Under a Mount or a server --root-path, "path" still holds the prefix;
-    # routes are matched without it.
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
-    return path in registry.event_paths
-
-
-def _default_broker(store: StateStore) -> Broker:
-    if isinstance(store, RedisStore):
-        return RedisBroker(store.url, prefix=store.prefix)
-    return LocalBroker()
-
-
-def _end_streams_on_exit_signals(runtime: Runtime) -> None:
+def _end_streams_on_exit_signals(streams: OpenStreams) -> None:
     """End live streams as soon as the server is asked to stop.
 
     Servers such as uvicorn wait for open connections before running the
@@ -289,7 +222,7 @@ def _end_streams_on_exit_signals(runtime: Runtime) -> None:
             continue  # default or ignored: the server does not stop gracefully anyway
 
         def handler(number: int, frame: Any, previous: Any = previous) -> None:
-            loop.call_soon_threadsafe(end_all_streams, runtime)
+            loop.call_soon_threadsafe(streams.end_all)
             previous(number, frame)
 
         signal.signal(signum, handler)
@@ -298,10 +231,11 @@ def _end_streams_on_exit_signals(runtime: Runtime) -> None:
 def _persistence(option: SQLPersistence | str | bool | None) -> SQLPersistence | None:
     if option is None or option is False:
         return None
-    if option is True:
-        return SQLPersistence()
-    if isinstance(option, str):
-        return SQLPersistence(option)
+    if isinstance(option, bool | str):
+        # Imported here, so that apps without a database never import it.
+        from faststate._persistence import SQLPersistence
+
+        return SQLPersistence() if option is True else SQLPersistence(str(option))
     return option
 
 
@@ -324,6 +258,14 @@ def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | 
     if not keys or any(not key for key in keys):
         raise ValueError("secret_key must not be empty")
     return keys
+
+
+def _scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header straight from the ASGI scope (``name`` lower-case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:

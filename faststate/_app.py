@@ -1,0 +1,129 @@
+"""Registering state classes on an app: ``register_state``, mounting, app classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from faststate._live.streams import LIVE_PATH, live_endpoint
+from faststate._middleware import FastStateMiddleware
+from faststate._registry import Registration, add_registration, registry_of
+from faststate._routing import EventEndpoint, request_endpoint
+from faststate._scopes import Authorize, StateConfig, StateScope
+from faststate._state import ReactiveState
+
+
+def register_state(
+    app: Starlette,
+    cls: type[ReactiveState],
+    *,
+    scope: StateScope | str = StateScope.SESSION,
+    ttl: float | None = None,
+    auto_persist: bool = False,
+    authorize: Authorize | None = None,
+    prefix: str = "",
+) -> Registration:
+    """Register ``cls`` on ``app`` and mount ``POST {prefix}/{cls}/{event}`` routes.
+
+    ``scope`` says who shares an instance (``StateScope`` or its value);
+    ``ttl`` expires idle instances after that many seconds; ``auto_persist``
+    writes every change through to the middleware's ``persistence``;
+    ``authorize(request, key) -> bool`` (sync or async) is asked on every
+    use, event and live subscription (false: 403); ``prefix`` goes before
+    the event paths.
+    """
+    registry = registry_of(app)
+    if registry is None:
+        raise TypeError("register_state needs a Starlette or FastHTML app")
+    config = StateConfig(
+        scope=StateScope(scope), ttl=ttl, auto_persist=auto_persist, authorize=authorize
+    )
+    registration = add_registration(registry, cls, config, prefix)
+    _mount_events(app, registration)
+    if not registry.live_mounted:
+        _mount_live(app)
+        registry.live_mounted = True
+    return registration
+
+
+def _mount_events(app: Starlette, registration: Registration) -> None:
+    """One route per event, through FastHTML's routing when it is one (so beforeware runs)."""
+    for spec in registration.events.values():
+        path = registration.event_path(spec)
+        route_name = f"faststate:{registration.name}.{spec.name}"
+        if _is_fasthtml(app):
+            endpoint = request_endpoint(registration, spec)
+            app.route(path, methods=[spec.method], name=route_name)(endpoint)  # type: ignore[attr-defined]
+        else:
+            # A plain ASGI endpoint: Starlette's request/response wrapper
+            # would only add a layer to every event.
+            app.router.routes.append(
+                Route(
+                    path,
+                    EventEndpoint(registration, spec),
+                    methods=[spec.method.upper()],
+                    name=route_name,
+                )
+            )
+
+
+def _mount_live(app: Starlette) -> None:
+    """The live stream endpoint, through the app's routing so beforeware runs."""
+    if _is_fasthtml(app):
+
+        async def faststate_live(req: Request) -> Response:
+            return await live_endpoint(req)
+
+        app.route(LIVE_PATH, methods=["get"], name="faststate:live")(faststate_live)  # type: ignore[attr-defined]
+    else:
+        app.router.routes.append(
+            Route(LIVE_PATH, live_endpoint, methods=["GET"], name="faststate:live")
+        )
+
+
+def _is_fasthtml(app: Any) -> bool:
+    try:
+        from fasthtml.core import FastHTML
+    except ImportError:  # pragma: no cover - fasthtml is a dependency
+        return False
+    return isinstance(app, FastHTML)
+
+
+class StateApp:
+    """Mixin giving an app ``app.register_state(Cls, scope=...)``."""
+
+    def register_state(
+        self,
+        cls: type[ReactiveState],
+        *,
+        scope: StateScope | str = StateScope.SESSION,
+        ttl: float | None = None,
+        auto_persist: bool = False,
+        authorize: Authorize | None = None,
+        prefix: str = "",
+    ) -> Registration:
+        """``register_state(self, cls, ...)``."""
+        return register_state(
+            self,  # type: ignore[arg-type]
+            cls,
+            scope=scope,
+            ttl=ttl,
+            auto_persist=auto_persist,
+            authorize=authorize,
+            prefix=prefix,
+        )
+
+
+class FastStateApp(StateApp, Starlette):
+    """A Starlette app with FastStateMiddleware installed.
+
+    ``faststate={...}`` passes options to the middleware.
+    """
+
+    def __init__(self, *args: Any, faststate: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_middleware(FastStateMiddleware, **(faststate or {}))

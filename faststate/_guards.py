@@ -1,0 +1,273 @@
+"""Who may call an event endpoint, and what its body says: the one guard path.
+
+Event endpoints change state, so a page on another site must not be able to
+call them.  The Datastar client always sends ``Datastar-Request: true``, a
+header no plain cross-site form or image can carry; browsers say where a
+request comes from in ``Sec-Fetch-Site`` (older ones only in ``Origin``).
+Form and plain-text bodies, which need no CORS pre-flight, are accepted only
+when same-origin is proven.
+
+``guard_asgi`` runs in the middleware, before any routing or parsing, for
+the event paths of the app it serves; ``guard_request`` runs in the endpoint
+for events it could not see (registered on an app mounted below it).  Both
+check the headers, read the body within its limit, and parse it once into
+the values events bind from (``scope[VALUES_KEY]``).  A refusal becomes a
+response in ``refusal_response`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from starlette.datastructures import FormData, Headers
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Message, Receive, Scope
+
+JSON_TYPES = frozenset({"application/json"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
+
+
+#: Where the guarded request keeps the values it carries (signals or form fields).
+VALUES_KEY: Final = "faststate.values"
+
+
+class FormFields(dict[str, list[str]]):
+    """Form fields, every one a list of its values (like a query string)."""
+
+
+EventValues = dict[str, Any]
+"""The top-level Datastar signals of a JSON body, or ``FormFields``."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    reason: str
+
+
+def refusal_response(refusal: Refusal) -> Response:
+    return PlainTextResponse(refusal.reason, refusal.status)
+
+
+async def guard_asgi(
+    scope: Scope, receive: Receive, trusted_origins: frozenset[str], limit: int
+) -> Refusal | Receive:
+    """Guard an event request before the app sees it.
+
+    The body is buffered here so that no later reader (FastHTML's form
+    parsing included) can be made to read more than the limit; the app
+    receives it replayed.
+    """
+    # ASGI header names are lower-case already: one pass builds the lookup.
+    headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+    refusal = check_event_request(headers, headers.get("host"), trusted_origins, limit)
+    if refusal is not None:
+        return refusal
+    raw = await _read_limited(_receive_chunks(receive), limit)
+    if isinstance(raw, Refusal):
+        return raw
+    values = await _parse_body(raw, headers)
+    if isinstance(values, Refusal):
+        return values
+    scope[VALUES_KEY] = values
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def guard_request(
+    request: Request, trusted_origins: frozenset[str], limit: int
+) -> EventValues | Refusal:
+    """The values of an event request, guarded here unless the middleware did."""
+    guarded: EventValues | None = request.scope.get(VALUES_KEY)
+    if guarded is not None:
+        return guarded
+    headers = request.headers
+    refusal = check_event_request(headers, headers.get("host"), trusted_origins, limit)
+    if refusal is not None:
+        return refusal
+    try:
+        raw = await _read_limited(request.stream(), limit)
+    except RuntimeError:
+        # FastHTML parses the body before the handler runs; on an app the
+        # middleware did not guard, its parsed form is all there is.
+        return _form_fields(await request.form())
+    if isinstance(raw, Refusal):
+        return raw
+    values = await _parse_body(raw, headers)
+    if not isinstance(values, Refusal):
+        request.scope[VALUES_KEY] = values
+    return values
+
+
+async def _receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes | Refusal:
+    """The body, or a refusal as soon as it grows past ``limit``."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                return Refusal(413, f"request body over {limit} bytes")
+            parts.append(chunk)
+    except _Disconnected:
+        return Refusal(400, "client disconnected")
+    return b"".join(parts)
+
+
+async def _parse_body(raw: bytes, headers: Mapping[str, str]) -> EventValues | Refusal:
+    content_type = media_type(headers.get("content-type"))
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        parser_class = FormParser if content_type.startswith("application/") else MultiPartParser
+
+        async def replay() -> AsyncGenerator[bytes, None]:
+            yield raw
+
+        form_headers = headers if isinstance(headers, Headers) else Headers(headers=dict(headers))
+        try:
+            form = await parser_class(form_headers, replay()).parse()
+        except MultiPartException as exc:
+            return Refusal(400, f"invalid form body: {exc.message}")
+        return _form_fields(form)
+    if content_type == "text/plain":
+        return {}
+    return parse_signals(raw)
+
+
+def _form_fields(form: FormData) -> FormFields:
+    # Uploaded files are not event parameters; only text fields are kept.
+    return FormFields(
+        (name, [value for value in form.getlist(name) if isinstance(value, str)]) for name in form
+    )
+
+
+def check_event_request(
+    headers: Mapping[str, str],
+    host: str | None,
+    trusted_origins: frozenset[str],
+    max_body_size: int,
+) -> Refusal | None:
+    """Why a request may not reach an event, or None when it may."""
+    if headers.get("datastar-request") is None:
+        return Refusal(403, "event requests must come from Datastar (Datastar-Request header)")
+    origin = headers.get("origin")
+    trusted = origin is not None and origin in trusted_origins
+    same_origin = _same_origin(headers.get("sec-fetch-site"), origin, host)
+    if same_origin is False and not trusted:
+        return Refusal(403, "cross-site event requests are refused")
+    content_type = media_type(headers.get("content-type"))
+    if content_type in FORM_TYPES:
+        if not (same_origin or trusted):
+            return Refusal(403, "form bodies are accepted only from the same origin")
+    elif content_type and content_type not in JSON_TYPES:
+        return Refusal(415, f"unsupported content type {content_type!r}")
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            return Refusal(400, "invalid Content-Length")
+        if int(length) > max_body_size:
+            return Refusal(413, f"request body over {max_body_size} bytes")
+    return None
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json`` of ``Application/JSON; charset=utf-8``; ``""`` for none."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _same_origin(fetch_site: str | None, origin: str | None, host: str | None) -> bool | None:
+    """True when proven same-origin, False when proven foreign, None when unknown."""
+    if fetch_site is not None:
+        if fetch_site == "same-origin":
+            return True
+        if fetch_site == "cross-site":
+            return False
+        if fetch_site == "none":  # typed into the address bar: not a page's request
+            return None
+        # "same-site": a sibling subdomain; JSON still needs the custom
+        # header (and so CORS), but it does not prove same-origin.
+        return None
+    if origin is None or origin == "null":
+        return False if origin == "null" else None
+    return urlsplit(origin).netloc.lower() == (host or "").lower()
+
+
+#: Signals are a page's data, not documents: deeper nesting is refused before
+#: anything (FastHTML's own body parsing included) walks it recursively.
+MAX_JSON_DEPTH = 32
+
+
+def parse_signals(raw: bytes) -> dict[str, Any] | Refusal:
+    """The JSON object of signals a Datastar request carries, or why not."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return Refusal(400, "request body is not valid JSON")
+    if not isinstance(data, dict):
+        return Refusal(400, "request body must be a JSON object of signals")
+    if _SURROGATE_ESCAPE.search(raw) and not _utf8_safe(data):
+        # JSON can spell half a UTF-16 pair; no UTF-8 page or stream can carry it.
+        return Refusal(400, "request body has an unpaired surrogate")
+    # Counting brackets is cheap; only a body with enough of them is walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(data, MAX_JSON_DEPTH):
+        return Refusal(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _utf8_safe(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests deeper than ``limit`` (checked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children: Iterable[Any]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False

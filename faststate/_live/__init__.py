@@ -1,0 +1,1 @@
+"""Live pages: brokers carrying committed changes, page streams, changes from outside events."""

@@ -1,0 +1,210 @@
+"""Event endpoints: ``POST /<Class>/<event>`` from request to SSE answer.
+
+One event, in order: guard (headers, body, values) → address → authorize →
+parameters → one transaction (lock, load, run, rollback or diff, save,
+publish) → the SSE answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
+from typing import Any, ClassVar, Final
+
+from anyio import to_thread
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from faststate._address import Address
+from faststate._context import context_of
+from faststate._events import EventSpec
+from faststate._guards import Refusal, guard_request, refusal_response
+from faststate._protocol import SSE_HEADERS, ElementPatch, to_html
+from faststate._registry import Registration
+from faststate._resolve import address_for, authorize
+from faststate._runtime import Runtime
+from faststate._state import ReactiveState
+from faststate._stores.base import StaleState, StoreUnavailable
+from faststate._transaction import Transaction
+
+logger = logging.getLogger("faststate")
+
+_STOP: Final = object()
+#: Errors that are answered as themselves (4xx, 409, 503), never as "event failed".
+_ANSWERED: Final = (HTTPException, StoreUnavailable, StaleState)
+
+
+class EventEndpoint:
+    """The ASGI app of one event route."""
+
+    def __init__(self, registration: Registration, spec: EventSpec) -> None:
+        self.registration = registration
+        self.spec = spec
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await handle_event(request, self.registration, self.spec)
+        await response(scope, receive, send)
+
+
+def request_endpoint(registration: Registration, spec: EventSpec) -> Any:
+    """The same endpoint as a ``request -> response`` function (FastHTML routes).
+
+    FastHTML fills a handler's parameters by name from the request: it takes only ``req``.
+    """
+
+    async def endpoint(req: Request) -> Response:
+        return await handle_event(req, registration, spec)
+
+    endpoint.__name__ = f"{registration.name}_{spec.name}"
+    return endpoint
+
+
+async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
+    context = context_of(request)
+    runtime = context.runtime
+    values = await guard_request(request, runtime.trusted_origins, runtime.max_body_size)
+    if isinstance(values, Refusal):
+        return refusal_response(values)
+    address = address_for(request, context, registration)
+    if registration.config.authorize is not None:
+        await authorize(request, address)
+    kwargs, errors = spec.bind(request, values)
+    if errors:
+        return JSONResponse(
+            {"detail": "invalid event parameters", "errors": [e.as_dict() for e in errors]},
+            status_code=422,
+        )
+    run = EventRun(runtime=context.runtime, address=address, spec=spec, kwargs=kwargs)
+    if spec.kind in ("generator", "async_generator"):
+        return StreamingResponse(run.stream(), headers=SSE_HEADERS)
+    try:
+        return await run.once()
+    except StoreUnavailable as exc:
+        logger.error("faststate: store unavailable during %s: %s", run.label, exc)
+        return PlainTextResponse("state store unavailable, try again", 503)
+    except StaleState as exc:
+        logger.warning("faststate: %s not saved: %s", run.label, exc)
+        return PlainTextResponse("state changed concurrently, try again", 409)
+
+
+class EventRun:
+    """One event on its instance, run in a transaction."""
+
+    __slots__ = ("address", "kwargs", "label", "runtime", "spec")
+
+    def __init__(
+        self, *, runtime: Runtime, address: Address, spec: EventSpec, kwargs: dict[str, Any]
+    ) -> None:
+        self.runtime = runtime
+        self.address = address
+        self.spec = spec
+        self.kwargs = kwargs
+        self.label = f"{address.registration.name}.{spec.name} on {address.key}"
+
+    async def once(self) -> Response:
+        spec = self.spec
+        async with Transaction(self.runtime, (self.address,)) as tx:
+            state = tx.states[0]
+            try:
+                if spec.kind == "async":
+                    result = await spec.func(state, **self.kwargs)
+                elif spec.thread:
+                    result = await to_thread.run_sync(partial(spec.func, state, **self.kwargs))
+                else:
+                    result = spec.func(state, **self.kwargs)
+                elements = [] if isinstance(result, Response) else self._elements(result)
+                (patch,) = tx.finish()
+                # Written before the commit: what cannot be sent is not kept.
+                response = result if isinstance(result, Response) else self._answer(elements, patch)
+                await tx.commit(elements if spec.broadcast else ())
+            except _ANSWERED:
+                raise
+            except Exception:
+                logger.exception("faststate: event %s failed; state rolled back", self.label)
+                return PlainTextResponse("event failed", 500)
+        return response
+
+    def _answer(self, elements: Sequence[ElementPatch], patch: dict[str, Any]) -> Response:
+        protocol = self.address.protocol
+        text = protocol.format_elements(elements)
+        if patch:
+            text += protocol.patch_signals({self.address.namespace: patch})
+        if not text:
+            return Response(status_code=204)
+        return SSEResponse(text)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        protocol = self.address.protocol
+        namespace = self.address.namespace
+        try:
+            async with Transaction(self.runtime, (self.address,)) as tx:
+                elements: list[ElementPatch] = []
+                try:
+                    async for item in self._steps(tx.states[0]):
+                        step_elements = self._elements(item)
+                        (patch,) = tx.step()
+                        elements.extend(step_elements)
+                        text = protocol.format_elements(step_elements)
+                        if patch:
+                            text += protocol.patch_signals({namespace: patch})
+                        if text:
+                            yield text.encode()
+                    (patch,) = tx.finish()
+                    last = protocol.patch_signals({namespace: patch}).encode() if patch else b""
+                    await tx.commit(elements if self.spec.broadcast else ())
+                except Exception as exc:
+                    # Undo on the page what this stream already showed.
+                    (correction,) = tx.rollback()
+                    if isinstance(exc, StoreUnavailable | StaleState):
+                        raise
+                    logger.exception("faststate: event %s failed; state rolled back", self.label)
+                    if correction:
+                        yield protocol.patch_signals({namespace: correction}).encode()
+                    return
+            if last:
+                yield last
+        except (StoreUnavailable, StaleState) as exc:
+            logger.error("faststate: %s not completed: %s", self.label, exc)
+
+    async def _steps(self, state: ReactiveState) -> AsyncIterator[Any]:
+        if self.spec.kind == "async_generator":
+            async for item in self.spec.func(state, **self.kwargs):
+                yield item
+            return
+        iterator: Iterator[Any] = self.spec.func(state, **self.kwargs)
+        while True:
+            if self.spec.thread:
+                item = await to_thread.run_sync(next, iterator, _STOP)
+            else:
+                item = next(iterator, _STOP)
+            if item is _STOP:
+                return
+            yield item
+
+    def _elements(self, result: Any) -> list[ElementPatch]:
+        if result is None:
+            return []
+        items = result if isinstance(result, list | tuple) else (result,)
+        return [
+            ElementPatch(to_html(item), self.spec.selector, self.spec.mode)
+            for item in items
+            if item is not None
+        ]
+
+
+class SSEResponse(Response):
+    """A complete event stream in one body; its headers are prepared once."""
+
+    _HEADERS: ClassVar[tuple[tuple[bytes, bytes], ...]] = tuple(
+        (name.lower().encode(), value.encode()) for name, value in SSE_HEADERS.items()
+    )
+
+    def __init__(self, text: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = text.encode()  # may fail (a lone surrogate): before the commit
+        self.raw_headers = [*self._HEADERS, (b"content-length", str(len(self.body)).encode())]

@@ -1,0 +1,113 @@
+"""Scopes, and the one codec of instance keys.
+
+A key names one instance in a store (``session:CounterState:<sid>``); the
+namespace names its signals on the page (``CounterState`` or
+``TodoList_42``).  Keys are built and parsed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
+Authorize = Callable[["HTTPConnection", str], bool | Awaitable[bool]]
+"""``authorize(request, key) -> bool`` (or an awaitable of it), given at registration."""
+
+MAX_ID_LENGTH: Final = 128
+_UNSAFE_NAMESPACE_CHARS: Final = re.compile(r"[^A-Za-z0-9_]")
+
+
+class StateScope(StrEnum):
+    """Who shares one instance of a state class."""
+
+    GLOBAL = "global"
+    SESSION = "session"
+    USER = "user"
+    COMPONENT = "component"
+    RECORD = "record"
+
+
+#: Scopes whose instances belong to one browser session.
+SESSION_BOUND: Final = frozenset({StateScope.SESSION, StateScope.COMPONENT})
+#: Scopes whose id the page carries in event URLs, and under which query name.
+CLIENT_PARAMS: Final = {StateScope.COMPONENT: "component_id", StateScope.RECORD: "record_id"}
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """How a registered state class is scoped, kept and guarded."""
+
+    scope: StateScope = StateScope.SESSION
+    ttl: float | None = None
+    auto_persist: bool = False
+    authorize: Authorize | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", StateScope(self.scope))
+        if self.ttl is not None and self.ttl <= 0:
+            raise ValueError("ttl must be a positive number of seconds or None")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    """What an instance key says: scope, class, owning session, scope id."""
+
+    scope: StateScope
+    cls_name: str
+    session: str | None
+    scope_id: str
+
+
+def instance_key(scope: StateScope, cls_name: str, scope_id: str, session: str | None) -> str:
+    """``global:Cls``, ``session:Cls:<sid>``, ``user:Cls:<uid>``,
+    ``component:Cls:<sid>:<cid>``, ``record:Cls:<rid>``."""
+    if scope is StateScope.GLOBAL:
+        return f"global:{cls_name}"
+    if scope is StateScope.COMPONENT:
+        return f"component:{cls_name}:{session}:{scope_id}"
+    return f"{scope.value}:{cls_name}:{scope_id}"
+
+
+def parse_key(key: str) -> KeyParts | None:
+    """The parts of a key ``instance_key`` built, or None for anything else."""
+    scope_name, _, rest = key.partition(":")
+    try:
+        scope = StateScope(scope_name)
+    except ValueError:
+        return None
+    cls_name, sep, scope_id = rest.partition(":")
+    if not cls_name:
+        return None
+    if scope is StateScope.GLOBAL:
+        return None if sep else KeyParts(scope, cls_name, None, "")
+    session = None
+    if scope is StateScope.COMPONENT:
+        session, _, scope_id = scope_id.partition(":")
+        if not session:
+            return None
+    elif scope is StateScope.SESSION:
+        session = scope_id
+    if not scope_id:
+        return None
+    return KeyParts(scope, cls_name, session, scope_id)
+
+
+def namespace(cls_name: str, scope: StateScope, scope_id: str) -> str:
+    """The page namespace of an instance's signals."""
+    if scope not in CLIENT_PARAMS:
+        return cls_name
+    return f"{cls_name}_{_UNSAFE_NAMESPACE_CHARS.sub('_', scope_id)}"
+
+
+def valid_id(value: object) -> str | None:
+    """``value`` as a scope id, or None when it cannot be one."""
+    text = str(value)
+    if not text or len(text) > MAX_ID_LENGTH or not text.isprintable():
+        return None
+    return text

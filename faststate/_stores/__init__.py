@@ -1,0 +1,1 @@
+"""Stores keep instances between events: the interface, memory, Redis, and the codec."""
