@@ -1,0 +1,69 @@
+"""Instance keys and addresses: built and parsed in one place, one key per instance."""
+
+from __future__ import annotations
+
+import pytest
+
+from faststate import ReactiveState, StateConfig, StateScope
+from faststate._address import Address
+from faststate._protocol import get_protocol
+from faststate._registry import Registry, add_registration
+from faststate._scopes import KeyParts, instance_key, parse_key
+
+
+class Doc(ReactiveState):
+    title: str = ""
+
+
+def _address(scope: StateScope, scope_id: str, session: str | None = None) -> Address:
+    registration = add_registration(Registry(), Doc, StateConfig(scope=scope), prefix="/api")
+    return Address.of(registration, scope_id, session, get_protocol("v1"), root_path="/app")
+
+
+@pytest.mark.parametrize(
+    ("scope", "scope_id", "session", "key"),
+    [
+        (StateScope.GLOBAL, "", None, "global:Doc"),
+        (StateScope.SESSION, "s1", "s1", "session:Doc:s1"),
+        (StateScope.USER, "alice:admin", None, "user:Doc:alice:admin"),
+        (StateScope.COMPONENT, "side:bar", "s1", "component:Doc:s1:side:bar"),
+        (StateScope.RECORD, "plan:2026", None, "record:Doc:plan:2026"),
+    ],
+)
+def test_every_key_parses_back_to_what_built_it(
+    scope: StateScope, scope_id: str, session: str | None, key: str
+) -> None:
+    assert instance_key(scope, "Doc", scope_id, session) == key
+    assert parse_key(key) == KeyParts(scope, "Doc", session, scope_id)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "Doc", "global:", "global:Doc:x", "session:Doc", "session:Doc:", "record:Doc:",
+     "component:Doc::c", "component:Doc:s1:", "unbound:Doc", "tenant:Doc:1"],
+)
+def test_malformed_keys_parse_to_nothing(key: str) -> None:
+    assert parse_key(key) is None
+
+
+def test_an_address_carries_what_pages_and_urls_need() -> None:
+    record = _address(StateScope.RECORD, "42")
+    assert (record.key, record.namespace) == ("record:Doc:42", "Doc_42")
+    assert record.url_prefix == "/app/api"
+    assert record.client_param == ("record_id", "42")
+    component = _address(StateScope.COMPONENT, "side", session="s1")
+    assert component.client_param == ("component_id", "side")
+    assert _address(StateScope.SESSION, "s1", "s1").client_param is None
+    assert _address(StateScope.GLOBAL, "").namespace == "Doc"
+
+
+def test_same_place_tells_whether_an_instance_must_be_re_placed() -> None:
+    first = _address(StateScope.RECORD, "42")
+    assert first.same_place(_address(StateScope.RECORD, "42")) is False  # another registration
+    registration = first.registration
+    again = Address.of(registration, "42", None, first.protocol, root_path="/app")
+    assert first.same_place(again)
+    assert not first.same_place(Address.of(registration, "43", None, first.protocol, "/app"))
+    assert not first.same_place(Address.of(registration, "42", None, first.protocol, "/other"))
+    beta = get_protocol("beta")
+    assert not first.same_place(Address.of(registration, "42", None, beta, "/app"))
