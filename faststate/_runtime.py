@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from faststate._live.broker import Broker
 from faststate._protocol import Dialect
+from faststate._scopes import StateConfig
 from faststate._stores.base import StateStore
 
 if TYPE_CHECKING:
@@ -81,3 +82,7 @@ class Runtime:
     live_max_age: int
     heartbeat: float
     streams: OpenStreams
+
+    def ttl_for(self, config: StateConfig) -> float | None:
+        """How long an idle instance of a class registered with ``config`` is kept (seconds)."""
+        return config.ttl

@@ -33,6 +33,7 @@ from faststate._state import (
     rollback,
     stored_version,
 )
+from faststate._stores.base import Lease, StaleState
 
 if TYPE_CHECKING:
     from faststate._address import Address
@@ -49,7 +50,8 @@ async def load(runtime: Runtime, address: Address) -> ReactiveState:
     if state is None:
         persistence = persistence_for(runtime, address.registration)
         stored = await persistence.load(address.key, cls) if persistence else None
-        state = await store.add(address.key, stored or cls(), address.registration.config.ttl)
+        ttl = runtime.ttl_for(address.registration.config)
+        state = await store.add(address.key, stored or cls(), ttl)
     _place(state, address)
     return state
 
@@ -62,7 +64,8 @@ def load_sync(runtime: Runtime, address: Address) -> ReactiveState:
     if state is None:
         persistence = persistence_for(runtime, address.registration)
         stored = persistence.load_sync(address.key, cls) if persistence else None
-        state = store.add_sync(address.key, stored or cls(), address.registration.config.ttl)
+        ttl = runtime.ttl_for(address.registration.config)
+        state = store.add_sync(address.key, stored or cls(), ttl)
     _place(state, address)
     return state
 
@@ -79,7 +82,7 @@ async def move(runtime: Runtime, source: Address, target: Address) -> None:
         state = await store.load(source.key, source.registration.cls)
         if state is None:
             return
-        await store.add(target.key, state, target.registration.config.ttl)
+        await store.add(target.key, state, runtime.ttl_for(target.registration.config))
         await store.delete(source.key)
 
 
@@ -112,7 +115,16 @@ class Transaction:
     without a commit (an exception, a return) rolls every instance back.
     """
 
-    __slots__ = ("_done", "_held", "_shown", "_trackers", "addresses", "runtime", "states")
+    __slots__ = (
+        "_done",
+        "_held",
+        "_leases",
+        "_shown",
+        "_trackers",
+        "addresses",
+        "runtime",
+        "states",
+    )
 
     def __init__(self, runtime: Runtime, addresses: Sequence[Address]) -> None:
         self.runtime = runtime
@@ -124,7 +136,8 @@ class Transaction:
         self._done = False  # committed or rolled back
         self._trackers: list[Tracker] = []
         self._shown: list[dict[str, Any]] = []
-        self._held: list[AbstractAsyncContextManager[None]] = []
+        self._held: list[AbstractAsyncContextManager[Lease]] = []
+        self._leases: list[Lease] = []
 
     async def __aenter__(self) -> Transaction:
         store = self.runtime.store
@@ -134,7 +147,7 @@ class Transaction:
         try:
             for address in order:
                 lock = store.lock(address.key)
-                await lock.__aenter__()
+                self._leases.append(await lock.__aenter__())
                 self._held.append(lock)
             for address in self.addresses:
                 self.states.append(await load(self.runtime, address))
@@ -176,8 +189,9 @@ class Transaction:
         """
         runtime = self.runtime
         store = runtime.store
+        self._check_leases()
         for address, state in zip(self.addresses, self.states, strict=True):
-            ttl = address.registration.config.ttl
+            ttl = runtime.ttl_for(address.registration.config)
             await store.save(address.key, state, ttl)
             persistence = persistence_for(runtime, address.registration)
             if persistence is not None:
@@ -189,6 +203,11 @@ class Transaction:
             shared = tuple(elements) if position == 0 else ()
             if (patch or shared) and broker.reaches(address.key):
                 await broker.publish(Change(address.key, stored_version(state), patch, shared))
+
+    def _check_leases(self) -> None:
+        for lease, address in zip(self._leases, self.addresses, strict=False):
+            if not lease.held:
+                raise StaleState(f"the lock of {address.key} was lost; nothing was written")
 
     def rollback(self) -> list[dict[str, Any]]:
         """Put every instance back as it was; returns, per instance, the patch that

@@ -16,6 +16,7 @@ from faststate._address import Address
 from faststate._live.broker import Change
 from faststate._registry import Registry, add_registration
 from faststate._runtime import Runtime
+from faststate._stores.base import Lease, StaleState
 from faststate._transaction import Transaction, read
 
 
@@ -54,14 +55,14 @@ async def _balance(runtime: Runtime, address: Address) -> int:
 class YieldingStore(MemoryStore):
     """Lets other tasks run between taking one lock and the next, as a networked store does."""
 
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+    def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         return self._yield_then_lock(key)
 
     @asynccontextmanager
-    async def _yield_then_lock(self, key: str) -> AsyncIterator[None]:
+    async def _yield_then_lock(self, key: str) -> AsyncIterator[Lease]:
         await asyncio.sleep(0)
-        async with super().lock(key):
-            yield
+        async with super().lock(key) as lease:
+            yield lease
 
 
 async def test_transfers_in_opposite_directions_never_deadlock() -> None:
@@ -195,3 +196,37 @@ async def test_a_failed_lock_leaves_no_lock_behind() -> None:
     assert len(store._locks) == 0
     async with asyncio.timeout(1), Transaction(runtime, (a,)) as tx:
         assert len(tx.states) == 1
+
+
+async def test_nothing_is_written_once_a_lock_is_lost() -> None:
+    """A lock that expired while the event ran (a stalled worker) must not be written through."""
+
+    class Lost(Lease):
+        __slots__ = ()
+
+        @property
+        def held(self) -> bool:
+            return False
+
+    class ExpiringStore(MemoryStore):
+        def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
+            return self._expired(key)
+
+        @asynccontextmanager
+        async def _expired(self, key: str) -> AsyncIterator[Lease]:
+            async with super().lock(key):
+                yield Lost()
+
+    runtime = _runtime(ExpiringStore())
+    (a,) = _accounts(runtime, "a")
+    seen = _changes(runtime, [a.key])
+    with pytest.raises(StaleState):
+        async with Transaction(runtime, (a,)) as tx:
+            state = tx.states[0]
+            assert isinstance(state, Account)
+            state.balance = 5
+            tx.finish()
+            await tx.commit()
+    state = await read(runtime, a)
+    assert isinstance(state, Account) and state.balance == 0
+    assert seen == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from faststate._live.broker import Broker, LocalBroker
 
@@ -12,6 +12,24 @@ if TYPE_CHECKING:
     from faststate._state import ReactiveState
 
 S = TypeVar("S", bound="ReactiveState")
+
+
+class Lease:
+    """Exclusive access to one key, for as long as ``held`` is true.
+
+    A lock that can expire (Redis) may be lost while an event runs; nothing
+    is written for a lease no longer held.  An in-process lock never is.
+    """
+
+    __slots__ = ()
+
+    @property
+    def held(self) -> bool:
+        return True
+
+
+#: The lease of locks that cannot be lost.
+HELD: Final = Lease()
 
 
 class StoreUnavailable(Exception):
@@ -55,7 +73,7 @@ class StateStore(ABC):
     async def delete(self, key: str) -> None: ...
 
     @abstractmethod
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+    def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         """Exclusive access to ``key`` for the length of one event."""
 
     def default_broker(self) -> Broker:

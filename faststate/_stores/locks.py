@@ -10,6 +10,8 @@ import asyncio
 from collections import deque
 from types import TracebackType
 
+from faststate._stores.base import HELD, Lease
+
 
 class KeyLocks:
     """``async with locks.hold(key)``: one holder per key in this process."""
@@ -56,12 +58,13 @@ class _Held:
         self.locks = locks
         self.key = key
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> Lease:
         held = self.locks._held
         if self.key not in held:  # the common case, without another coroutine
             held[self.key] = None
-            return
+            return HELD
         await self.locks._wait(self.key)
+        return HELD
 
     async def __aexit__(
         self,

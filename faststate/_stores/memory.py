@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from faststate._state import ReactiveState, set_stored_version, stored_version
-from faststate._stores.base import S, StateStore
+from faststate._stores.base import Lease, S, StateStore
 from faststate._stores.locks import KeyLocks
 
 DEFAULT_MAX_INSTANCES = 100_000
@@ -95,7 +95,7 @@ class MemoryStore(StateStore):
         with self._mutex:
             self._entries.pop(key, None)
 
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+    def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         return self._locks.hold(key)
 
     def _touch(self, key: str, entry: _Entry, now: float) -> None:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError as _RedisError
 from faststate._live.broker import Broker
 from faststate._live.redis_broker import RedisBroker
 from faststate._state import ReactiveState, set_stored_version, stored_version
-from faststate._stores.base import S, StaleState, StateStore, StoreUnavailable
+from faststate._stores.base import HELD, Lease, S, StaleState, StateStore, StoreUnavailable
 from faststate._stores.codec import decode, encode
 from faststate._stores.locks import KeyLocks
 
@@ -138,11 +138,11 @@ class RedisStore(StateStore):
     async def delete(self, key: str) -> None:
         await _guard(self._async.delete(self._key(key)))
 
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+    def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         return self._locked(key)
 
     @asynccontextmanager
-    async def _locked(self, key: str) -> AsyncIterator[None]:
+    async def _locked(self, key: str) -> AsyncIterator[Lease]:
         # Waiters of this process queue locally, so only one of them polls
         # Redis; the short jittered poll keeps hand-over between workers fast.
         async with self._local.hold(key):
@@ -157,7 +157,7 @@ class RedisStore(StateStore):
             if not acquired:
                 raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s")
             try:
-                yield
+                yield HELD
             finally:
                 try:
                     await lock.release()
