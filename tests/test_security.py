@@ -1061,7 +1061,7 @@ def test_a_model_parameter_keeps_its_declared_type(fresh: Vaulted) -> None:
 # are refused by authorize on pages and events, USER without login is 401
 # (tests/test_scopes.py); forged, foreign-key and expired cookies on pages
 # (tests/test_middleware.py); forged, expired, other-key, other-session and other-user
-# live tokens (tests/test_streams.py).
+# live tokens (tests/test_live_streams.py).
 
 
 class Widget(ReactiveState):
