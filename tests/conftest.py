@@ -1,4 +1,5 @@
-"""Shared fixtures: real Redis and PostgreSQL when the machine has them.
+"""Shared fixtures: real Redis and PostgreSQL when the machine has them, and
+the live-stream app of tests/live.py over a real server.
 
 A test needing a service that is down is skipped with the reason, or fails
 when ``FASTSTATE_REQUIRE_SERVICES=1`` (as in CI).
@@ -12,6 +13,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from starlette.applications import Starlette
+
+from .live import make_app
+from .support import run_server
 
 REDIS_URL = os.environ.get("FASTSTATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -73,3 +78,11 @@ def postgres_url() -> Iterator[str]:
     finally:
         engine.dispose()
     yield POSTGRES_URL
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, Starlette]]:
+    """``make_app()`` of tests/live.py over uvicorn, one per test module: (base URL, app)."""
+    app = make_app()
+    with run_server(app) as base:
+        yield base, app

@@ -21,6 +21,8 @@ from starlette.testclient import TestClient
 from faststate import FastStateMiddleware, ReactiveState, event, register_state, use_state
 from faststate.testing import DATASTAR_HEADERS, afire, fire
 
+from .apps import state_app
+
 
 class Board(ReactiveState):
     count: int = 0
@@ -104,10 +106,7 @@ def make_app() -> Starlette:
         board = use_state(request, Board)
         return PlainTextResponse(f"{board.count}|{board.items}|{board.title}")
 
-    app = Starlette(routes=[Route("/", page)])
-    app.add_middleware(FastStateMiddleware, secret_key="test-secret")
-    register_state(app, Board)
-    return app
+    return state_app({Board: {}}, routes=[Route("/", page)])
 
 
 @pytest.fixture

@@ -19,17 +19,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from faststate import (
-    FastStateMiddleware,
-    ReactiveState,
-    StateScope,
-    event,
-    register_state,
-    use_state,
-)
+from faststate import ReactiveState, StateScope, event, use_state
 from faststate.testing import fire
 
-SECRET = "test-secret"
+from .apps import state_app, with_faststate
+
 LIMIT = 256
 URL = "/Board/post"
 
@@ -46,11 +40,7 @@ class Board(ReactiveState):
 
 
 def starlette_app(max_body_size: int = LIMIT, **options: Any) -> Starlette:
-    app = Starlette()
-    app.add_middleware(
-        FastStateMiddleware, secret_key=SECRET, max_body_size=max_body_size, **options
-    )
-    register_state(app, Board, scope=StateScope.GLOBAL)
+    app = state_app({Board: StateScope.GLOBAL}, max_body_size=max_body_size, **options)
 
     def page(request: Request) -> JSONResponse:
         state = use_state(request, Board)
@@ -314,9 +304,11 @@ def fasthtml_app(seen: list[str]) -> FastHTML:
     def before(req: Request) -> None:
         seen.append(req.url.path)
 
-    app = FastHTML(before=Beforeware(before), secret_key="fh-secret", htmx=False, surreal=False)
-    app.add_middleware(FastStateMiddleware, secret_key=SECRET, max_body_size=LIMIT)
-    register_state(app, Board, scope=StateScope.GLOBAL)
+    app = with_faststate(
+        FastHTML(before=Beforeware(before), secret_key="fh-secret", htmx=False, surreal=False),
+        {Board: StateScope.GLOBAL},
+        max_body_size=LIMIT,
+    )
 
     @app.route("/")
     def index(req: Request) -> JSONResponse:

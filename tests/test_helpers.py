@@ -11,20 +11,20 @@ from sqlmodel import Field
 from starlette.testclient import TestClient
 
 from faststate import (
-    FastStateMiddleware,
     ReactiveState,
     StateScope,
     action,
     event,
     on,
     ref,
-    register_state,
     signal_name,
     signals,
     text,
     use_state,
 )
 from faststate.fasthtml import DATASTAR_BETA_SRC, DATASTAR_V1_SRC, FastStateHTML, datastar_script
+
+from .apps import Counter, with_faststate
 
 
 class Widget(ReactiveState):
@@ -36,19 +36,12 @@ class Widget(ReactiveState):
         self.label = label.upper() if loud else label
 
 
-class Counter(ReactiveState):
-    count: int = 0
-
-    @event
-    def increment(self, amount: int = 1) -> None:
-        self.count += amount
-
-
 def make_app(protocol: str = "v1") -> FastHTML:
-    app = FastHTML()
-    app.add_middleware(FastStateMiddleware, secret_key="k", protocol=protocol)
-    register_state(app, Widget, scope=StateScope.COMPONENT, prefix="/api")
-    register_state(app, Counter)
+    app = with_faststate(
+        FastHTML(),
+        {Widget: {"scope": StateScope.COMPONENT, "prefix": "/api"}, Counter: {}},
+        protocol=protocol,
+    )
 
     @app.route("/")
     def index(req):  # type: ignore[no-untyped-def]

@@ -25,16 +25,9 @@ from faststate import (
 from faststate._middleware import SECRET_KEY_ENV
 from faststate.testing import fire
 
-SECRET = "test-secret"
+from .apps import SECRET, Counter, state_app
+
 COOKIE = "faststate_session"
-
-
-class Counter(ReactiveState):
-    count: int = 0
-
-    @event
-    def increment(self, amount: int = 1) -> None:
-        self.count += amount
 
 
 class Hits(ReactiveState):
@@ -47,10 +40,7 @@ class Hits(ReactiveState):
 
 def make_app(*, register: bool = True, middleware: bool = True, **options: Any) -> Starlette:
     """Counter per session, Hits global; ``/`` uses the session, ``/global`` does not."""
-    app = Starlette()
-    if middleware:
-        options.setdefault("secret_key", SECRET)
-        app.add_middleware(FastStateMiddleware, **options)
+    app = state_app(**options) if middleware else Starlette()
     if register:
         register_state(app, Counter, scope=StateScope.SESSION)
         register_state(app, Hits, scope=StateScope.GLOBAL)

@@ -12,8 +12,10 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from faststate import FastStateMiddleware, ReactiveState, event, on, register_state, use_state
+from faststate import ReactiveState, event, on, use_state
 from faststate._protocol import get_protocol
+
+from .apps import state_app
 
 
 class Todo(ReactiveState):
@@ -43,10 +45,7 @@ def make_app(protocol: str) -> Starlette:
         attrs = on("click", todo.rename, title="x")
         return HTMLResponse(next(iter(attrs)) + "=" + attrs[next(iter(attrs))])
 
-    app = Starlette(routes=[Route("/", page)])
-    app.add_middleware(FastStateMiddleware, secret_key="k", protocol=protocol)
-    register_state(app, Todo)
-    return app
+    return state_app({Todo: {}}, routes=[Route("/", page)], protocol=protocol)
 
 
 HEADERS = {"Datastar-Request": "true", "Content-Type": "application/json"}

@@ -31,14 +31,13 @@ from faststate import (
     StateScope,
     event,
     live,
-    register_state,
     use_state,
 )
 from faststate._middleware import VERIFIED_COOKIES
 
+from .apps import SECRET, state_app
 from .support import run_server
 
-SECRET = "resources-secret"
 COOKIE = "faststate_session"
 CAP = 1000
 MB = 1024 * 1024
@@ -61,9 +60,7 @@ def flood_app(store: MemoryStore) -> Starlette:
     async def page(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(use_state(request, Visit).count))
 
-    app = Starlette()
-    app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=store)
-    register_state(app, Visit, scope=StateScope.SESSION)
+    app = state_app({Visit: StateScope.SESSION}, store=store)
     app.add_route("/", page)
     return app
 
@@ -217,10 +214,7 @@ def stream_app(**options: Any) -> Starlette:
         use_state(request, Note)
         return JSONResponse(live(request))
 
-    app = Starlette()
-    app.add_middleware(FastStateMiddleware, secret_key=SECRET, **options)
-    register_state(app, Board, scope=StateScope.GLOBAL)
-    register_state(app, Note, scope=StateScope.SESSION)
+    app = state_app({Board: StateScope.GLOBAL, Note: StateScope.SESSION}, **options)
     app.add_route("/board", board)
     app.add_route("/note", note)
     return app

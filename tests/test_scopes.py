@@ -24,28 +24,11 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 
-from faststate import (
-    FastStateMiddleware,
-    ReactiveState,
-    StateScope,
-    ause_state,
-    event,
-    register_state,
-    signal_name,
-    use_state,
-)
+from faststate import StateScope, ause_state, signal_name, use_state
 from faststate._helpers import event_url
 from faststate.testing import afire, fire
 
-SECRET = "test-secret"
-
-
-class Counter(ReactiveState):
-    count: int = 0
-
-    @event
-    def increment(self, amount: int = 1) -> None:
-        self.count += amount
+from .apps import Counter, state_app, with_faststate
 
 
 def describe(state: Counter) -> dict[str, Any]:
@@ -59,9 +42,7 @@ def starlette_app(
     **registration: Any,
 ) -> Starlette:
     """A Starlette app with Counter under ``scope`` and a few pages using it."""
-    app = Starlette()
-    app.add_middleware(FastStateMiddleware, secret_key=SECRET, **(middleware or {}))
-    register_state(app, Counter, scope=scope, **registration)
+    app = state_app({Counter: {"scope": scope, **registration}}, **(middleware or {}))
 
     def page(request: Request) -> JSONResponse:
         return JSONResponse(describe(use_state(request, Counter)))
@@ -312,11 +293,10 @@ def fasthtml_user_app(**registration: Any) -> FastHTML:
         if user:
             req.scope["auth"] = user
 
-    app = FastHTML(
-        before=Beforeware(login), secret_key="fasthtml-secret", htmx=False, surreal=False
+    app = with_faststate(
+        FastHTML(before=Beforeware(login), secret_key="fasthtml-secret", htmx=False, surreal=False),
+        {Counter: {"scope": StateScope.USER, **registration}},
     )
-    app.add_middleware(FastStateMiddleware, secret_key=SECRET)
-    register_state(app, Counter, scope=StateScope.USER, **registration)
 
     @app.route("/")
     def index(req: Request) -> JSONResponse:

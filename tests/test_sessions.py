@@ -8,16 +8,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from faststate import (
-    FastStateMiddleware,
-    ReactiveState,
-    StateScope,
-    event,
-    register_state,
-    rotate_session,
-    use_state,
-)
+from faststate import ReactiveState, StateScope, event, rotate_session, use_state
 from faststate.testing import fire
+
+from .apps import state_app
 
 
 class Cart(ReactiveState):
@@ -46,11 +40,10 @@ def make_app() -> Starlette:
         await rotate_session(request, carry=[Cart])
         return PlainTextResponse("welcome")
 
-    app = Starlette(routes=[Route("/", page), Route("/login", login, methods=["POST"])])
-    app.add_middleware(FastStateMiddleware, secret_key="rotation")
-    register_state(app, Cart, scope=StateScope.SESSION)
-    register_state(app, Draft, scope=StateScope.SESSION)
-    return app
+    return state_app(
+        {Cart: StateScope.SESSION, Draft: StateScope.SESSION},
+        routes=[Route("/", page), Route("/login", login, methods=["POST"])],
+    )
 
 
 def test_login_rotates_the_session_and_carries_only_what_was_asked() -> None:

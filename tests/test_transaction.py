@@ -18,6 +18,7 @@ from faststate._registry import Registry, add_registration
 from faststate._runtime import Runtime
 from faststate._stores.base import Lease, StaleState
 from faststate._transaction import Transaction, read
+from tests.apps import SECRET
 
 
 class Account(ReactiveState):
@@ -26,7 +27,7 @@ class Account(ReactiveState):
 
 
 def _runtime(store: MemoryStore | None = None) -> Runtime:
-    middleware = FastStateMiddleware(Starlette(), secret_key="transaction-test", store=store)
+    middleware = FastStateMiddleware(Starlette(), secret_key=SECRET, store=store)
     return middleware.runtime
 
 

@@ -20,21 +20,12 @@ from faststate import (
     MemoryStore,
     ReactiveState,
     StateScope,
-    event,
     register_state,
     use_state,
 )
 from faststate.testing import afire, fire
 
-SECRET = "test-secret"
-
-
-class Counter(ReactiveState):
-    count: int = 0
-
-    @event
-    def increment(self, amount: int = 1) -> None:
-        self.count += amount
+from .apps import SECRET, Counter, state_app
 
 
 class Other(ReactiveState):
@@ -165,9 +156,7 @@ def test_invalid_cap_is_refused() -> None:
 
 
 def make_app(store: MemoryStore, ttl: float | None = None) -> Starlette:
-    app = Starlette()
-    app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=store)
-    register_state(app, Counter, scope=StateScope.SESSION, ttl=ttl)
+    app = state_app({Counter: {"scope": StateScope.SESSION, "ttl": ttl}}, store=store)
 
     def page(request: Request) -> JSONResponse:
         return JSONResponse({"count": use_state(request, Counter).count})

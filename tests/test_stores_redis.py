@@ -23,15 +23,16 @@ from starlette.routing import Route
 from faststate import (
     FastStateMiddleware,
     ReactiveState,
+    RedisStore,
+    StaleState,
     StateScope,
+    StoreUnavailable,
     event,
-    register_state,
     use_state,
 )
-from faststate import StaleState, StoreUnavailable
-from faststate import RedisStore
 from faststate.testing import afire
 
+from .apps import state_app
 from .conftest import require
 
 
@@ -55,10 +56,7 @@ def make_app(store: RedisStore, scope: StateScope = StateScope.SESSION) -> Starl
     async def page(request: Request) -> PlainTextResponse:
         return PlainTextResponse(str(use_state(request, Tally).count))
 
-    app = Starlette(routes=[Route("/", page)])
-    app.add_middleware(FastStateMiddleware, secret_key="redis-test", store=store)
-    register_state(app, Tally, scope=scope)
-    return app
+    return state_app({Tally: scope}, routes=[Route("/", page)], store=store)
 
 
 async def test_round_trip_keeps_every_server_side_value(redis_prefix: str, redis_url: str) -> None:

@@ -1,4 +1,9 @@
-"""Live streams over a real uvicorn server: push, resync, security, shutdown."""
+"""Live streams over a real uvicorn server: push, resync, security, shutdown.
+
+The app, its states and the SSE reader are in tests/live.py; the ``server``
+fixture (tests/conftest.py) serves it.  ``mutate()`` and ``push()`` are in
+test_live_mutations.py.
+"""
 
 from __future__ import annotations
 
@@ -8,173 +13,21 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
-import pytest
 from itsdangerous import URLSafeTimedSerializer
 from starlette.applications import Starlette
-from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from faststate import (
-    FastStateMiddleware,
-    LocalBroker,
-    ReactiveState,
-    StateScope,
-    event,
-    live,
-    mutate,
-    push,
-    register_state,
-    use_state,
-)
-from faststate._live.broker import Change
-from faststate._runtime import Runtime
+from faststate import LocalBroker
 from faststate._address import Address
+from faststate._live.broker import Change
 from faststate._live.streams import QUEUE_SIZE, LiveStream
-from faststate.testing import DATASTAR_HEADERS, SSEEvent, parse_sse
+from faststate._runtime import Runtime
 
+from .apps import SECRET
+from .live import HEADERS, Board, Stream, make_app, open_page
 from .support import free_port, run_server, start_example
-
-SECRET = "live-test"
-HEADERS = {**DATASTAR_HEADERS, "Content-Type": "application/json"}
-
-
-class Board(ReactiveState):
-    count: int = 0
-
-    @event
-    def bump(self, by: int = 1) -> None:
-        self.count += by
-
-
-class Note(ReactiveState):
-    text: str = ""
-
-    @event
-    def write(self, text: str) -> None:
-        self.text = text
-
-
-class Panel(ReactiveState):
-    open: bool = False
-
-
-class Doc(ReactiveState):
-    body: str = ""
-
-
-class Profile(ReactiveState):
-    likes: int = 0
-
-
-def make_app(protocol: str = "v1", gzip: bool = False, **options: Any) -> Starlette:
-    async def page(request: Request) -> JSONResponse:
-        parts = request.query_params.get("parts", "board").split(",")
-        for part in parts:
-            if part == "board":
-                use_state(request, Board)
-            elif part == "note":
-                use_state(request, Note)
-            elif part == "panel":
-                use_state(request, Panel, key="p1")
-            elif part == "doc":
-                use_state(request, Doc, key=request.query_params.get("doc", "d1"))
-            elif part == "profile":
-                use_state(request, Profile)
-        attributes = live(request)
-        ((name, expression),) = attributes.items()
-        url = re.search(r'"(/_faststate/live\?t=[^"]+)"', expression)
-        assert url is not None
-        return JSONResponse({"attribute": name, "expression": expression, "url": url.group(1)})
-
-    async def webhook(request: Request) -> JSONResponse:
-        """Background-style changes: mutate() by the app, not by a request."""
-        await _mutations(request.app)
-        return JSONResponse({"ok": True})
-
-    app = Starlette(routes=[Route("/page", page), Route("/webhook", webhook, methods=["POST"])])
-    if gzip:
-        app.add_middleware(GZipMiddleware, minimum_size=1)
-    app.add_middleware(
-        FastStateMiddleware,
-        secret_key=SECRET,
-        protocol=protocol,
-        user_key=lambda request: request.headers.get("x-user"),
-        **options,
-    )
-    register_state(app, Board, scope=StateScope.GLOBAL)
-    register_state(app, Note, scope=StateScope.SESSION)
-    register_state(app, Panel, scope=StateScope.COMPONENT)
-    register_state(
-        app,
-        Doc,
-        scope=StateScope.RECORD,
-        authorize=lambda request, key: not key.endswith(":secret"),
-    )
-    register_state(app, Profile, scope=StateScope.USER)
-    return app
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, Starlette]]:
-    app = make_app()
-    with run_server(app) as base:
-        yield base, app
-
-
-class Stream:
-    """Reads SSE events from an open stream.
-
-    A task of its own reads the body: cancelling a read of httpx's iterator
-    (on a timeout) would close the response.
-    """
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.events: asyncio.Queue[SSEEvent] = asyncio.Queue()
-        self.raw = ""
-        self.reader = asyncio.create_task(self._read(response))
-
-    async def _read(self, response: httpx.Response) -> None:
-        buffer = ""
-        try:
-            async for chunk in response.aiter_text():
-                self.raw += chunk
-                buffer += chunk
-                while "\n\n" in buffer:
-                    block, buffer = buffer.split("\n\n", 1)
-                    for sse in parse_sse(block + "\n\n"):
-                        self.events.put_nowait(sse)
-        except httpx.TransportError:
-            pass  # the server went away; the test waiting for events times out
-
-    async def next(self, wait: float = 5.0) -> SSEEvent:
-        async with asyncio.timeout(wait):
-            return await self.events.get()
-
-    async def nothing_within(self, seconds: float) -> bool:
-        try:
-            await self.next(seconds)
-        except TimeoutError:
-            return True
-        return False
-
-
-async def open_page(client: httpx.AsyncClient, parts: str = "board", **headers: str) -> str:
-    response = await client.get(f"/page?parts={parts}", headers=headers)
-    assert response.status_code == 200, response.text
-    return str(response.json()["url"])
-
-
-async def connect(client: httpx.AsyncClient, url: str, **headers: str) -> AsyncIterator[Stream]:
-    async with client.stream("GET", url, headers={"Datastar-Request": "true", **headers}) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"] == "text/event-stream"
-        yield Stream(r)
 
 
 async def test_live_attributes_follow_protocol() -> None:
@@ -238,36 +91,6 @@ async def test_gap_in_versions_sends_full_state(server: tuple[str, Starlette]) -
             sse = await stream.next()
             assert sse.signals["Board"]["count"] == state.count
             assert "x" not in sse.signals["Board"]
-
-
-async def test_mutate_outside_an_event_is_pushed_and_rolled_back_on_error(
-    server: tuple[str, Starlette],
-) -> None:
-    base, _ = server
-    async with httpx.AsyncClient(base_url=base) as client:
-        url = await open_page(client, "doc")
-        async with client.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
-            stream = Stream(response)
-            await stream.nothing_within(0.2)
-            assert (await client.post("/webhook")).json() == {"ok": True}
-            sse = await stream.next()
-            assert sse.signals == {"Doc_d1": {"body": "from a webhook"}}
-            elements = await stream.next()
-            assert elements.type == "datastar-patch-elements"
-            assert elements.html == '<p id="banner">pushed</p>'
-            assert await stream.nothing_within(0.3)  # the failed mutation sent nothing
-
-
-async def _mutations(app: Any) -> None:
-    async with mutate(app, Doc, key="d1") as doc:
-        doc.body = "from a webhook"
-    with pytest.raises(RuntimeError):
-        async with mutate(app, Doc, key="d1") as doc:
-            doc.body = "half"
-            raise RuntimeError("webhook failed")
-    async with mutate(app, Doc, key="d1") as doc:
-        assert doc.body == "from a webhook"
-        await push(app, doc, '<p id="banner">pushed</p>')
 
 
 async def test_forged_and_expired_tokens_are_refused(server: tuple[str, Starlette]) -> None:

@@ -27,6 +27,8 @@ from faststate import (
 )
 from faststate.testing import fire
 
+from .apps import state_app
+
 
 class Notes(ReactiveState):
     count: int = 0
@@ -69,10 +71,11 @@ def make_app(
         notes = use_state(request, cls)
         return PlainTextResponse(f"{notes.count}|{','.join(notes.lines)}")  # type: ignore[attr-defined]
 
-    app = Starlette(routes=[Route("/lists/{id}", page)])
-    app.add_middleware(FastStateMiddleware, secret_key="sql-test", persistence=persistence)
-    register_state(app, cls, scope=StateScope.RECORD, auto_persist=True, ttl=ttl)
-    return app
+    return state_app(
+        {cls: {"scope": StateScope.RECORD, "auto_persist": True, "ttl": ttl}},
+        routes=[Route("/lists/{id}", page)],
+        persistence=persistence,
+    )
 
 
 def test_state_survives_a_new_process(database_url: str) -> None:
