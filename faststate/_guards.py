@@ -17,11 +17,12 @@ response in ``refusal_response`` only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData, Headers
@@ -53,12 +54,22 @@ class Refusal:
 
 
 def refusal_response(refusal: Refusal) -> Response:
-    return PlainTextResponse(refusal.reason, refusal.status)
+    # A body refused half-read would be read on by the server for the next
+    # request on the connection: a slow or oversized sender is let go instead.
+    headers = {"Connection": "close"} if refusal.status in (408, 413) else None
+    return PlainTextResponse(refusal.reason, refusal.status, headers=headers)
 
 
-async def guard_asgi(
-    scope: Scope, receive: Receive, trusted_origins: frozenset[str], limit: int
-) -> Refusal | Receive:
+class GuardSettings(Protocol):
+    @property
+    def trusted_origins(self) -> frozenset[str]: ...
+    @property
+    def max_body_size(self) -> int: ...
+    @property
+    def body_timeout(self) -> float: ...
+
+
+async def guard_asgi(scope: Scope, receive: Receive, settings: GuardSettings) -> Refusal | Receive:
     """Guard an event request before the app sees it.
 
     The body is buffered here so that no later reader (FastHTML's form
@@ -67,10 +78,11 @@ async def guard_asgi(
     """
     # ASGI header names are lower-case already: one pass builds the lookup.
     headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
-    refusal = check_event_request(headers, headers.get("host"), trusted_origins, limit)
+    limit = settings.max_body_size
+    refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, limit)
     if refusal is not None:
         return refusal
-    raw = await _read_limited(_receive_chunks(receive), limit)
+    raw = await _read_limited(_receive_chunks(receive), limit, settings.body_timeout)
     if isinstance(raw, Refusal):
         return raw
     values = await _parse_body(raw, headers)
@@ -89,19 +101,18 @@ async def guard_asgi(
     return replay
 
 
-async def guard_request(
-    request: Request, trusted_origins: frozenset[str], limit: int
-) -> EventValues | Refusal:
+async def guard_request(request: Request, settings: GuardSettings) -> EventValues | Refusal:
     """The values of an event request, guarded here unless the middleware did."""
     guarded: EventValues | None = request.scope.get(VALUES_KEY)
     if guarded is not None:
         return guarded
     headers = request.headers
-    refusal = check_event_request(headers, headers.get("host"), trusted_origins, limit)
+    limit = settings.max_body_size
+    refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, limit)
     if refusal is not None:
         return refusal
     try:
-        raw = await _read_limited(request.stream(), limit)
+        raw = await _read_limited(request.stream(), limit, settings.body_timeout)
     except RuntimeError:
         # FastHTML parses the body before the handler runs; on an app the
         # middleware did not guard, its parsed form is all there is.
@@ -128,18 +139,28 @@ class _Disconnected(Exception):
     pass
 
 
-async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes | Refusal:
-    """The body, or a refusal as soon as it grows past ``limit``."""
+async def _read_limited(
+    chunks: AsyncIterator[bytes], limit: int, within: float
+) -> bytes | Refusal:
+    """The body, or a refusal as soon as it grows past ``limit`` or takes over ``within`` s.
+
+    The deadline covers the whole body: a client trickling a byte now and
+    then (slowloris) would otherwise hold its connection, and a file
+    descriptor, for as long as it likes.
+    """
     parts: list[bytes] = []
     size = 0
     try:
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                return Refusal(413, f"request body over {limit} bytes")
-            parts.append(chunk)
+        async with asyncio.timeout(within):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    return Refusal(413, f"request body over {limit} bytes")
+                parts.append(chunk)
     except _Disconnected:
         return Refusal(400, "client disconnected")
+    except TimeoutError:
+        return Refusal(408, f"request body not received within {within:g} s")
     return b"".join(parts)
 
 

@@ -33,6 +33,9 @@ logger = logging.getLogger("faststate")
 
 SECRET_KEY_ENV = "FASTSTATE_SECRET_KEY"
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+#: How long SESSION and COMPONENT instances outlive their last use when the
+#: cookie itself has no ``max_age`` (it then lasts as long as the browser runs).
+DEFAULT_SESSION_TTL = 14 * 24 * 3600
 VERIFIED_COOKIES = 10_000
 SecretKey = str | bytes | Sequence[str | bytes]
 
@@ -65,6 +68,7 @@ class FastStateMiddleware:
         https_only: bool | None = None,
         domain: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        body_timeout: float = 10.0,
         trusted_origins: Iterable[str] = (),
         live_max_age: int = 14 * 24 * 3600,
         max_streams: int = 10_000,
@@ -82,11 +86,13 @@ class FastStateMiddleware:
             protocol=get_protocol(protocol),
             user_key=user_key,
             max_body_size=max_body_size,
+            body_timeout=body_timeout,
             trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
             live_signer=URLSafeTimedSerializer(keys, salt="faststate.live"),  # type: ignore[arg-type]
             live_max_age=live_max_age,
             heartbeat=heartbeat,
             streams=OpenStreams(max_streams, max_streams_per_session),
+            session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
         )
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
@@ -125,9 +131,7 @@ class FastStateMiddleware:
             and get_route_path(scope) in registry.event_paths
         ):
             runtime = self.runtime
-            guarded = await guard_asgi(
-                scope, receive, runtime.trusted_origins, runtime.max_body_size
-            )
+            guarded = await guard_asgi(scope, receive, runtime)
             if isinstance(guarded, Refusal):
                 await refusal_response(guarded)(scope, receive, send)
                 return

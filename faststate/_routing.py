@@ -66,7 +66,7 @@ def request_endpoint(registration: Registration, spec: EventSpec) -> Any:
 async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
     context = context_of(request)
     runtime = context.runtime
-    values = await guard_request(request, runtime.trusted_origins, runtime.max_body_size)
+    values = await guard_request(request, runtime)
     if isinstance(values, Refusal):
         return refusal_response(values)
     address = address_for(request, context, registration)

@@ -11,7 +11,7 @@ from starlette.requests import HTTPConnection
 
 from faststate._live.broker import Broker
 from faststate._protocol import Dialect
-from faststate._scopes import StateConfig
+from faststate._scopes import SESSION_BOUND, StateConfig
 from faststate._stores.base import StateStore
 
 if TYPE_CHECKING:
@@ -77,12 +77,19 @@ class Runtime:
     protocol: Dialect
     user_key: UserKey | None
     max_body_size: int
+    #: Seconds an event request may take to send its body (a slow sender holds a connection).
+    body_timeout: float
     trusted_origins: frozenset[str]
     live_signer: URLSafeTimedSerializer
     live_max_age: int
     heartbeat: float
     streams: OpenStreams
+    #: Expiry of SESSION and COMPONENT instances registered without a ``ttl``: the
+    #: session cookie's lifetime, after which nobody can reach them any more.
+    session_ttl: float | None = None
 
     def ttl_for(self, config: StateConfig) -> float | None:
         """How long an idle instance of a class registered with ``config`` is kept (seconds)."""
+        if config.ttl is None and config.scope in SESSION_BOUND:
+            return self.session_ttl
         return config.ttl

@@ -155,8 +155,13 @@ def test_invalid_cap_is_refused() -> None:
 # --- through an app ---------------------------------------------------------------
 
 
-def make_app(store: MemoryStore, ttl: float | None = None) -> Starlette:
-    app = state_app({Counter: {"scope": StateScope.SESSION, "ttl": ttl}}, store=store)
+def make_app(
+    store: MemoryStore,
+    ttl: float | None = None,
+    scope: StateScope = StateScope.SESSION,
+    **options: Any,
+) -> Starlette:
+    app = state_app({Counter: {"scope": scope, "ttl": ttl}}, store=store, **options)
 
     def page(request: Request) -> JSONResponse:
         return JSONResponse({"count": use_state(request, Counter).count})
@@ -195,9 +200,21 @@ def test_session_state_kept_alive_by_use(clock: FakeClock) -> None:
         assert count(client) == 12
 
 
-def test_session_state_without_ttl_never_expires(clock: FakeClock) -> None:
+def test_session_state_without_ttl_lives_as_long_as_its_cookie(clock: FakeClock) -> None:
+    """Nobody can reach a session's state once its cookie has expired: it goes too."""
     store = MemoryStore(clock=clock)
-    with TestClient(make_app(store, ttl=None)) as client:
+    with TestClient(make_app(store, ttl=None, max_age=1000)) as client:
+        fire(client, "/Counter/increment", amount=2)
+        clock.advance(999)
+        assert count(client) == 2
+        clock.advance(1001)
+        assert len(store) == 1  # not swept yet, but expired
+        assert count(client) == 0
+
+
+def test_shared_state_without_ttl_never_expires(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    with TestClient(make_app(store, ttl=None, scope=StateScope.GLOBAL, max_age=1000)) as client:
         fire(client, "/Counter/increment", amount=2)
         clock.advance(10**8)
         assert count(client) == 2

@@ -90,7 +90,8 @@ def isolation_app(**options: Any) -> Starlette:
 
 def all_entries(app: Starlette) -> dict[str, str]:
     store = store_of(app)
-    return {key: dump(entry.state) for key, entry in store._entries.items()}
+    entries = {**store._probation, **store._protected}
+    return {key: dump(entry.state) for key, entry in entries.items()}
 
 
 def test_component_ids_never_reach_another_sessions_component() -> None:
