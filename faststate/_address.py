@@ -8,25 +8,37 @@ how the page's URLs reach it.  Instances carry theirs (``_state.place``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from faststate._protocol import Dialect
 from faststate._registry import Registration
 from faststate._scopes import CLIENT_PARAMS, StateScope, instance_key, namespace
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Address:
-    registration: Registration
-    #: What the scope is keyed by: record, component, user or session id; "" for GLOBAL.
-    scope_id: str
-    #: The session a SESSION or COMPONENT instance belongs to.
-    session: str | None
-    key: str
-    namespace: str
-    protocol: Dialect
-    #: ASGI root path of the request that resolved it (apps under a Mount or a proxy prefix).
-    root_path: str = ""
+    """One resolved instance.  Made per request, so it is a plain slotted class:
+    a frozen dataclass would cost a good part of an event's budget to build."""
+
+    __slots__ = ("key", "namespace", "protocol", "registration", "root_path", "scope_id", "session")
+
+    def __init__(
+        self,
+        registration: Registration,
+        scope_id: str,
+        session: str | None,
+        key: str,
+        namespace: str,
+        protocol: Dialect,
+        root_path: str = "",
+    ) -> None:
+        self.registration = registration
+        #: What the scope is keyed by: record, component, user or session id; "" for GLOBAL.
+        self.scope_id = scope_id
+        #: The session a SESSION or COMPONENT instance belongs to.
+        self.session = session
+        self.key = key
+        self.namespace = namespace
+        self.protocol = protocol
+        #: ASGI root path of the request that resolved it (under a Mount or a proxy prefix).
+        self.root_path = root_path
 
     @classmethod
     def of(

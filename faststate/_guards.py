@@ -18,7 +18,9 @@ response in ``refusal_response`` only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,9 +29,9 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData, Headers
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Message, Receive, Scope
+from starlette.types import Message, Receive, Scope, Send
 
 JSON_TYPES = frozenset({"application/json"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
@@ -51,6 +53,8 @@ EventValues = dict[str, Any]
 class Refusal:
     status: int
     reason: str
+    #: Already answered (a body past its deadline): nothing more may be sent.
+    answered: bool = False
 
 
 def refusal_response(refusal: Refusal) -> Response:
@@ -60,16 +64,89 @@ def refusal_response(refusal: Refusal) -> Response:
     return PlainTextResponse(refusal.reason, refusal.status, headers=headers)
 
 
+class SlowBodies:
+    """Answers 408, which closes the connection, to event requests whose body is
+    not complete ``within`` seconds.
+
+    A client trickling a byte now and then (slowloris) would otherwise hold
+    its connection, and a file descriptor, for as long as it likes.  The
+    answer is sent from a timer rather than by interrupting the reader, and
+    requests due in the same quarter second share one timer: a timer of its
+    own (``asyncio.timeout``) would cost each event more than its whole guard.
+    """
+
+    GRANULARITY: Final = 0.25
+
+    def __init__(self, within: float) -> None:
+        if within <= 0:
+            raise ValueError("body_timeout must be a positive number of seconds")
+        self.within = within
+        self._due: dict[tuple[asyncio.AbstractEventLoop, int], dict[int, _Watch]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
+
+    def watch(self, send: Send) -> _Watch:
+        loop = asyncio.get_running_loop()
+        slot = math.ceil((loop.time() + self.within) / self.GRANULARITY)
+        key = (loop, slot)
+        watches = self._due.get(key)
+        if watches is None:
+            watches = self._due[key] = {}
+            loop.call_at(slot * self.GRANULARITY, self._expire, key)
+        watch = _Watch(send, key)
+        watches[id(watch)] = watch
+        return watch
+
+    def done(self, watch: _Watch) -> bool:
+        """Stop watching; False when the deadline has answered the request already."""
+        watches = self._due.get(watch.key)
+        if watches is not None:
+            watches.pop(id(watch), None)
+        return not watch.answered
+
+    def _expire(self, key: tuple[asyncio.AbstractEventLoop, int]) -> None:
+        for watch in self._due.pop(key, {}).values():
+            watch.answered = True
+            task = key[0].create_task(self._answer(watch.send))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, send: Send) -> None:
+        reason = f"request body not received within {self.within:g} s"
+        response = refusal_response(Refusal(408, reason))
+        start: Message = {
+            "type": "http.response.start",
+            "status": 408,
+            "headers": response.raw_headers,
+        }
+        with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
+            await send(start)
+            await send({"type": "http.response.body", "body": response.body})
+
+
+class _Watch:
+    __slots__ = ("answered", "key", "send")
+
+    def __init__(self, send: Send, key: tuple[asyncio.AbstractEventLoop, int]) -> None:
+        self.send = send
+        self.key = key
+        self.answered = False
+
+
+_ANSWERED: Final = Refusal(408, "request body too slow", answered=True)
+
+
 class GuardSettings(Protocol):
     @property
     def trusted_origins(self) -> frozenset[str]: ...
     @property
     def max_body_size(self) -> int: ...
     @property
-    def body_timeout(self) -> float: ...
+    def slow_bodies(self) -> SlowBodies: ...
 
 
-async def guard_asgi(scope: Scope, receive: Receive, settings: GuardSettings) -> Refusal | Receive:
+async def guard_asgi(
+    scope: Scope, receive: Receive, send: Send, settings: GuardSettings
+) -> Refusal | Receive:
     """Guard an event request before the app sees it.
 
     The body is buffered here so that no later reader (FastHTML's form
@@ -82,9 +159,28 @@ async def guard_asgi(scope: Scope, receive: Receive, settings: GuardSettings) ->
     refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, limit)
     if refusal is not None:
         return refusal
-    raw = await _read_limited(_receive_chunks(receive), limit, settings.body_timeout)
-    if isinstance(raw, Refusal):
-        return raw
+    slow_bodies = settings.slow_bodies
+    watch = slow_bodies.watch(send)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            refusal = Refusal(400, "client disconnected")
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            refusal = Refusal(413, f"request body over {limit} bytes")
+            break
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if not slow_bodies.done(watch):
+        return _ANSWERED
+    if refusal is not None:
+        return refusal
+    raw = b"".join(parts)
     values = await _parse_body(raw, headers)
     if isinstance(values, Refusal):
         return values
@@ -112,7 +208,7 @@ async def guard_request(request: Request, settings: GuardSettings) -> EventValue
     if refusal is not None:
         return refusal
     try:
-        raw = await _read_limited(request.stream(), limit, settings.body_timeout)
+        raw = await _read_limited(request.stream(), limit, settings.slow_bodies.within)
     except RuntimeError:
         # FastHTML parses the body before the handler runs; on an app the
         # middleware did not guard, its parsed form is all there is.
@@ -125,29 +221,11 @@ async def guard_request(request: Request, settings: GuardSettings) -> EventValue
     return values
 
 
-async def _receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
-
-
-class _Disconnected(Exception):
-    pass
-
-
 async def _read_limited(
     chunks: AsyncIterator[bytes], limit: int, within: float
 ) -> bytes | Refusal:
-    """The body, or a refusal as soon as it grows past ``limit`` or takes over ``within`` s.
-
-    The deadline covers the whole body: a client trickling a byte now and
-    then (slowloris) would otherwise hold its connection, and a file
-    descriptor, for as long as it likes.
-    """
+    """The body of a request the middleware did not guard (a rare path: the
+    cost of a timer of its own does not matter here), or why not."""
     parts: list[bytes] = []
     size = 0
     try:
@@ -157,7 +235,7 @@ async def _read_limited(
                 if size > limit:
                     return Refusal(413, f"request body over {limit} bytes")
                 parts.append(chunk)
-    except _Disconnected:
+    except ClientDisconnect:
         return Refusal(400, "client disconnected")
     except TimeoutError:
         return Refusal(408, f"request body not received within {within:g} s")

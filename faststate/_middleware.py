@@ -18,7 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faststate._context import CONTEXT_KEY, RequestContext
-from faststate._guards import Refusal, guard_asgi, refusal_response
+from faststate._guards import Refusal, SlowBodies, guard_asgi, refusal_response
 from faststate._live.broker import Broker
 from faststate._protocol import Dialect, get_protocol
 from faststate._registry import Registry, registry_of
@@ -86,7 +86,7 @@ class FastStateMiddleware:
             protocol=get_protocol(protocol),
             user_key=user_key,
             max_body_size=max_body_size,
-            body_timeout=body_timeout,
+            slow_bodies=SlowBodies(body_timeout),
             trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
             live_signer=URLSafeTimedSerializer(keys, salt="faststate.live"),  # type: ignore[arg-type]
             live_max_age=live_max_age,
@@ -131,9 +131,10 @@ class FastStateMiddleware:
             and get_route_path(scope) in registry.event_paths
         ):
             runtime = self.runtime
-            guarded = await guard_asgi(scope, receive, runtime)
+            guarded = await guard_asgi(scope, receive, send, runtime)
             if isinstance(guarded, Refusal):
-                await refusal_response(guarded)(scope, receive, send)
+                if not guarded.answered:
+                    await refusal_response(guarded)(scope, receive, send)
                 return
             receive = guarded
 

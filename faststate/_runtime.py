@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from itsdangerous import URLSafeTimedSerializer
 from starlette.requests import HTTPConnection
 
+from faststate._guards import SlowBodies
 from faststate._live.broker import Broker
 from faststate._protocol import Dialect
 from faststate._scopes import SESSION_BOUND, StateConfig
@@ -77,8 +78,8 @@ class Runtime:
     protocol: Dialect
     user_key: UserKey | None
     max_body_size: int
-    #: Seconds an event request may take to send its body (a slow sender holds a connection).
-    body_timeout: float
+    #: Answers 408 to event requests whose body takes too long (a slow sender holds a connection).
+    slow_bodies: SlowBodies
     trusted_origins: frozenset[str]
     live_signer: URLSafeTimedSerializer
     live_max_age: int

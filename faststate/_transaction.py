@@ -104,6 +104,10 @@ def _place(state: ReactiveState, address: Address) -> None:
         place(state, address)
 
 
+def _by_key(address: Address) -> str:
+    return address.key
+
+
 class Transaction:
     """``async with Transaction(runtime, [address, ...]) as tx``: change instances atomically.
 
@@ -115,47 +119,40 @@ class Transaction:
     without a commit (an exception, a return) rolls every instance back.
     """
 
-    __slots__ = (
-        "_done",
-        "_held",
-        "_leases",
-        "_shown",
-        "_trackers",
-        "addresses",
-        "runtime",
-        "states",
-    )
+    __slots__ = ("_done", "_held", "_shown", "_trackers", "addresses", "runtime", "states")
 
     def __init__(self, runtime: Runtime, addresses: Sequence[Address]) -> None:
         self.runtime = runtime
-        unique: dict[str, Address] = {}
-        for address in addresses:
-            unique.setdefault(address.key, address)
-        self.addresses = list(unique.values())
+        if len(addresses) == 1:
+            self.addresses = list(addresses)
+        else:
+            unique: dict[str, Address] = {}
+            for address in addresses:
+                unique.setdefault(address.key, address)
+            self.addresses = list(unique.values())
         self.states: list[ReactiveState] = []
         self._done = False  # committed or rolled back
         self._trackers: list[Tracker] = []
         self._shown: list[dict[str, Any]] = []
-        self._held: list[AbstractAsyncContextManager[Lease]] = []
-        self._leases: list[Lease] = []
+        #: Locks taken, in the global order, with their leases and keys.
+        self._held: list[tuple[AbstractAsyncContextManager[Lease], Lease, str]] = []
 
     async def __aenter__(self) -> Transaction:
-        store = self.runtime.store
-        order = self.addresses if len(self.addresses) == 1 else sorted(
-            self.addresses, key=lambda address: address.key
-        )
+        runtime = self.runtime
+        store = runtime.store
+        addresses = self.addresses
+        order = addresses if len(addresses) == 1 else sorted(addresses, key=_by_key)
         try:
             for address in order:
                 lock = store.lock(address.key)
-                self._leases.append(await lock.__aenter__())
-                self._held.append(lock)
-            for address in self.addresses:
-                self.states.append(await load(self.runtime, address))
+                self._held.append((lock, await lock.__aenter__(), address.key))
+            for address in addresses:
+                self.states.append(await load(runtime, address))
         except BaseException as exc:
             await self._release(type(exc), exc, exc.__traceback__)
             raise
         self._trackers = [begin_tracking(state) for state in self.states]
-        self._shown = [{} for _ in self.states]
+        self._shown = [{} for _ in addresses]
         return self
 
     async def __aexit__(
@@ -205,9 +202,9 @@ class Transaction:
                 await broker.publish(Change(address.key, stored_version(state), patch, shared))
 
     def _check_leases(self) -> None:
-        for lease, address in zip(self._leases, self.addresses, strict=False):
+        for _, lease, key in self._held:
             if not lease.held:
-                raise StaleState(f"the lock of {address.key} was lost; nothing was written")
+                raise StaleState(f"the lock of {key} was lost; nothing was written")
 
     def rollback(self) -> list[dict[str, Any]]:
         """Put every instance back as it was; returns, per instance, the patch that
@@ -240,4 +237,5 @@ class Transaction:
         traceback: TracebackType | None,
     ) -> None:
         while self._held:
-            await self._held.pop().__aexit__(exc_type, exc, traceback)
+            lock, _, _ = self._held.pop()
+            await lock.__aexit__(exc_type, exc, traceback)
