@@ -79,10 +79,12 @@ async def handle_event(request: Request, registration: Registration, spec: Event
             status_code=422,
         )
     run = EventRun(runtime=context.runtime, address=address, spec=spec, kwargs=kwargs)
-    if spec.kind in ("generator", "async_generator"):
-        return StreamingResponse(run.stream(), headers=SSE_HEADERS)
     try:
+        if spec.kind in ("generator", "async_generator"):
+            return await run.streamed()
         return await run.once()
+    except _Failed:
+        return PlainTextResponse("event failed", 500)
     except StoreUnavailable as exc:
         logger.error("faststate: store unavailable during %s: %s", run.label, exc)
         return PlainTextResponse("state store unavailable, try again", 503)
@@ -137,38 +139,57 @@ class EventRun:
             return Response(status_code=204)
         return SSEResponse(text)
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def streamed(self) -> Response:
+        """A generator event's answer: its first step decides the status.
+
+        Until something was sent, a failure is answered as such (500, 503,
+        409, 4xx); once the page has been shown progress, a failure sends it
+        the patch that takes that progress back.
+        """
+        chunks = self._stream()
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            return Response(status_code=204)
+        return StreamingResponse(_resumed(first, chunks), headers=SSE_HEADERS)
+
+    async def _stream(self) -> AsyncIterator[bytes]:
         protocol = self.address.protocol
         namespace = self.address.namespace
-        try:
-            async with Transaction(self.runtime, (self.address,)) as tx:
-                elements: list[ElementPatch] = []
-                try:
-                    async for item in self._steps(tx.states[0]):
-                        step_elements = self._elements(item)
-                        (patch,) = tx.step()
-                        elements.extend(step_elements)
-                        text = protocol.format_elements(step_elements)
-                        if patch:
-                            text += protocol.patch_signals({namespace: patch})
-                        if text:
-                            yield text.encode()
-                    (patch,) = tx.finish()
-                    last = protocol.patch_signals({namespace: patch}).encode() if patch else b""
-                    await tx.commit(elements if self.spec.broadcast else ())
-                except Exception as exc:
-                    # Undo on the page what this stream already showed.
-                    (correction,) = tx.rollback()
-                    if isinstance(exc, StoreUnavailable | StaleState):
+        sent = False
+        async with Transaction(self.runtime, (self.address,)) as tx:
+            elements: list[ElementPatch] = []
+            try:
+                async for item in self._steps(tx.states[0]):
+                    step_elements = self._elements(item)
+                    (patch,) = tx.step()
+                    elements.extend(step_elements)
+                    text = protocol.format_elements(step_elements)
+                    if patch:
+                        text += protocol.patch_signals({namespace: patch})
+                    if text:
+                        chunk = text.encode()  # may fail: before it counts as sent
+                        sent = True
+                        yield chunk
+                (patch,) = tx.finish()
+                last = protocol.patch_signals({namespace: patch}).encode() if patch else b""
+                await tx.commit(elements if self.spec.broadcast else ())
+            except Exception as exc:
+                (correction,) = tx.rollback()
+                if not sent:
+                    if isinstance(exc, _ANSWERED):
                         raise
                     logger.exception("faststate: event %s failed; state rolled back", self.label)
-                    if correction:
-                        yield protocol.patch_signals({namespace: correction}).encode()
-                    return
-            if last:
-                yield last
-        except (StoreUnavailable, StaleState) as exc:
-            logger.error("faststate: %s not completed: %s", self.label, exc)
+                    raise _Failed from exc
+                if isinstance(exc, StoreUnavailable | StaleState):
+                    logger.error("faststate: %s not completed: %s", self.label, exc)
+                else:
+                    logger.exception("faststate: event %s failed; state rolled back", self.label)
+                if correction:  # undo on the page what this stream already showed
+                    yield protocol.patch_signals({namespace: correction}).encode()
+                return
+        if last:
+            yield last
 
     async def _steps(self, state: ReactiveState) -> AsyncIterator[Any]:
         if self.spec.kind == "async_generator":
@@ -194,6 +215,16 @@ class EventRun:
             for item in items
             if item is not None
         ]
+
+
+class _Failed(Exception):
+    """An event raised before anything was sent: answered 500 (details in the log)."""
+
+
+async def _resumed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 class SSEResponse(Response):

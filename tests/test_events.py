@@ -94,6 +94,22 @@ class Board(ReactiveState):
         yield None
         raise ValueError("second step fails")
 
+    @event
+    def fail_at_once(self) -> Iterator[None]:
+        self.count = 60
+        raise ValueError("the first step fails")
+        yield None
+
+    @event
+    def refuse_at_once(self) -> Iterator[None]:
+        self.count = 70
+        raise HTTPException(409, "not now")
+        yield None
+
+    @event
+    def quiet(self) -> Iterator[None]:
+        yield None
+
     def not_an_event(self) -> None:
         self.count = -1
 
@@ -232,6 +248,19 @@ def test_generator_failure_rolls_back_and_corrects_the_page(client: TestClient) 
     result = fire(client, "/Board/fail_midway")
     assert [e.signals for e in result.events] == [{"Board": {"count": 50}}, {"Board": {"count": 7}}]
     assert page_text(client).startswith("7|")
+
+
+def test_generator_failing_before_its_first_step_answers_500(client: TestClient) -> None:
+    """Nothing was sent yet, so the status can still say so (a 200 would be a lie)."""
+    fire(client, "/Board/increment", amount=3)
+    result = fire(client, "/Board/fail_at_once")
+    assert (result.status_code, result.text) == (500, "event failed")
+    assert fire(client, "/Board/refuse_at_once").status_code == 409
+    assert page_text(client).startswith("3|")
+
+
+def test_generator_that_changes_nothing_answers_204(client: TestClient) -> None:
+    assert fire(client, "/Board/quiet").status_code == 204
 
 
 def test_private_and_excluded_fields_never_leave_the_server(client: TestClient) -> None:
