@@ -33,8 +33,9 @@ def register_state(
     ``ttl`` expires idle instances after that many seconds; ``auto_persist``
     writes every change through to the middleware's ``persistence``;
     ``authorize(request, key) -> bool`` (sync or async) is asked on every
-    use, event and live subscription (false: 403); ``prefix`` goes before
-    the event paths.
+    use, event and live subscription (false: 403), with ``key`` the id the
+    scope is keyed by (record, component, user or session id; ``""`` for
+    GLOBAL); ``prefix`` goes before the event paths.
     """
     registry = registry_of(app)
     if registry is None:

@@ -145,7 +145,7 @@ async def authorize(connection: HTTPConnection, address: Address) -> None:
     check = registration.config.authorize
     if check is None:
         return
-    allowed = check(connection, address.key)
+    allowed = check(connection, address.scope_id)
     if inspect.isawaitable(allowed):
         allowed = await allowed
     if not allowed:
@@ -157,7 +157,7 @@ def _authorize_sync(connection: HTTPConnection, address: Address) -> None:
     check = registration.config.authorize
     if check is None:
         return
-    allowed: Any = check(connection, address.key)
+    allowed: Any = check(connection, address.scope_id)
     if inspect.isawaitable(allowed):
         allowed = _await_from_sync(allowed, "authorize")
     if not allowed:

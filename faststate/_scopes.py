@@ -17,10 +17,15 @@ if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
 Authorize = Callable[["HTTPConnection", str], bool | Awaitable[bool]]
-"""``authorize(request, key) -> bool`` (or an awaitable of it), given at registration."""
+"""``authorize(request, key) -> bool`` (or an awaitable of it), given at registration.
+
+``key`` is the id the scope is keyed by: the record id (RECORD), the
+component id (COMPONENT), the user id (USER), the session id (SESSION),
+``""`` (GLOBAL) — never the internal store key.
+"""
 
 MAX_ID_LENGTH: Final = 128
-_UNSAFE_NAMESPACE_CHARS: Final = re.compile(r"[^A-Za-z0-9_]")
+_ESCAPED_NAMESPACE_CHARS: Final = re.compile(r"[^A-Za-z0-9]")
 
 
 class StateScope(StrEnum):
@@ -99,10 +104,22 @@ def parse_key(key: str) -> KeyParts | None:
 
 
 def namespace(cls_name: str, scope: StateScope, scope_id: str) -> str:
-    """The page namespace of an instance's signals."""
+    """The page namespace of an instance's signals: ``TodoList_42``.
+
+    Signal names hold only letters, digits and ``_``, so the id is escaped,
+    injectively: ``_`` becomes ``__`` and any other character ``_<hex>_``
+    (``a-b`` → ``a_2d_b``, ``a_b`` → ``a__b``), so two ids never share signals.
+    """
     if scope not in CLIENT_PARAMS:
         return cls_name
-    return f"{cls_name}_{_UNSAFE_NAMESPACE_CHARS.sub('_', scope_id)}"
+    if scope_id.isascii() and scope_id.isalnum():
+        return f"{cls_name}_{scope_id}"
+    return f"{cls_name}_{_ESCAPED_NAMESPACE_CHARS.sub(_escape, scope_id)}"
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return "__" if char == "_" else f"_{ord(char):x}_"
 
 
 def valid_id(value: object) -> str | None:

@@ -98,7 +98,7 @@ def make_app(protocol: str = "v1", gzip: bool = False, **options: Any) -> Starle
             Panel: StateScope.COMPONENT,
             Doc: {
                 "scope": StateScope.RECORD,
-                "authorize": lambda request, key: not key.endswith(":secret"),
+                "authorize": lambda request, key: key != "secret",
             },
             Profile: StateScope.USER,
         },

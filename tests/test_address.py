@@ -67,3 +67,11 @@ def test_same_place_tells_whether_an_instance_must_be_re_placed() -> None:
     assert not first.same_place(Address.of(registration, "42", None, first.protocol, "/other"))
     beta = get_protocol("beta")
     assert not first.same_place(Address.of(registration, "42", None, beta, "/app"))
+
+
+def test_namespaces_are_injective() -> None:
+    """Two ids of one class never share signals on a page."""
+    ids = ["a-b", "a_b", "a__b", "a_2d_b", "a.b", "a b", "ab", "a-_b", "a_-b", "é", "_", "__", "-"]
+    spaces = {_address(StateScope.RECORD, rid).namespace for rid in ids}
+    assert len(spaces) == len(ids)
+    assert all(space.replace("_", "").isalnum() for space in spaces)

@@ -68,17 +68,17 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
-def test_namespace_of_component_is_reduced_to_safe_characters(client: TestClient) -> None:
+def test_namespace_of_component_is_escaped_to_safe_characters(client: TestClient) -> None:
     html = client.get("/").text
-    assert '<span id="ns">Widget_side_bar_1</span>' in html
-    assert 'data-text="$Widget_side_bar_1.label"' in html
+    assert '<span id="ns">Widget_side_2d_bar_2e_1</span>' in html
+    assert 'data-text="$Widget_side_2d_bar_2e_1.label"' in html
     assert '<span id="ref">$Counter.count</span>' in html
 
 
 def test_rendered_state_carries_public_signals_only(client: TestClient) -> None:
     html = client.get("/").text
     assert "only-on-server" not in html and "hidden_note" not in html
-    assert '"Widget_side_bar_1":{"id":' in html.replace("&quot;", '"')
+    assert '"Widget_side_2d_bar_2e_1":{"id":' in html.replace("&quot;", '"')
 
 
 def test_action_url_carries_prefix_component_and_params(client: TestClient) -> None:
@@ -92,7 +92,7 @@ def test_clicking_the_rendered_action_url_works(client: TestClient) -> None:
 
     client.get("/")
     result = fire(client, "/api/Widget/relabel?component_id=side-bar.1&label=x&loud=true")
-    assert result.signals == {"Widget_side_bar_1": {"label": "X"}}
+    assert result.signals == {"Widget_side_2d_bar_2e_1": {"label": "X"}}
 
 
 def test_helpers_follow_beta_protocol() -> None:

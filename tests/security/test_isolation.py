@@ -64,7 +64,7 @@ TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 
 def owner_only(request: Any, key: str) -> bool:
     user = TOKENS.get(request.headers.get("authorization", ""))
-    return user is not None and key == f"record:Doc:{user}-doc"
+    return user is not None and key == f"{user}-doc"
 
 
 def isolation_app(**options: Any) -> Starlette:
