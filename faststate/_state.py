@@ -66,6 +66,10 @@ class _Unplaced:
     client_param: tuple[str, str] | None = None
 
 
+class ReadOnlyState(AttributeError):
+    """A resolved instance was assigned to outside an event or ``mutate``."""
+
+
 class Tracker:
     """Pre-event values of what one event touched."""
 
@@ -137,14 +141,24 @@ class ReactiveState(SQLModel):
 
     def __setattr__(self, name: str, value: Any) -> None:
         private = _private_of(self)
-        tracker = private.get("_fs_tracker") if private else None
-        if private is not None and tracker is not None and name not in tracker.saved:
-            if name in type(self).__pydantic_fields__:
-                tracker.remember(self, name, self.__dict__.get(name, _MISSING), deep=False)
-            elif name in private and name not in self.__faststate_private__:
-                tracker.remember(self, name, private[name], deep=False)
-            elif name not in self.__faststate_private__:
-                tracker.saved[name] = _MISSING
+        tracker = private.get("_fs_tracker") if private is not None else None
+        if tracker is not None:
+            if name not in tracker.saved:
+                assert private is not None
+                if name in type(self).__pydantic_fields__:
+                    tracker.remember(self, name, self.__dict__.get(name, _MISSING), deep=False)
+                elif name in private and name not in self.__faststate_private__:
+                    tracker.remember(self, name, private[name], deep=False)
+                elif name not in self.__faststate_private__:
+                    tracker.saved[name] = _MISSING
+        elif private is not None and private.get("_fs_place") is not None:
+            # The stored copy itself (memory store) or a copy whose change
+            # would vanish (Redis): either way, not a change anyone sees.
+            raise ReadOnlyState(
+                f"{type(self).__name__}.{name} cannot be changed outside an event: "
+                f"use `async with mutate(request, {type(self).__name__}) as state:` "
+                "(or an @event method), which locks, saves and pushes the change"
+            )
         # Straight to pydantic: SQLModel's own __setattr__ only matters for
         # table models, which a ReactiveState never is.
         BaseModel.__setattr__(self, name, value)

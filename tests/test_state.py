@@ -7,16 +7,29 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, PrivateAttr, computed_field
 from sqlmodel import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient
 
-from faststate import ReactiveState, event
+from faststate import (
+    MemoryStore,
+    ReactiveState,
+    RedisStore,
+    StateScope,
+    StateStore,
+    event,
+    use_state,
+)
+from faststate._diff import merge_diff
 from faststate._state import (
     begin_tracking,
     diff_tracked,
     end_tracking,
-    merge_diff,
     public_state,
     rollback,
 )
+from faststate.testing import fire
+from tests.apps import Counter, state_app
 
 
 class Address(BaseModel):
@@ -213,3 +226,45 @@ def test_base_class_adds_only_id_as_public_field() -> None:
 )
 def test_merge_diff_is_rfc7396(old: Any, new: Any, patch: Any) -> None:
     assert merge_diff(old, new) == patch
+
+
+# --- read-only outside events ---------------------------------------------------------------
+
+
+def _page_that_writes(store: StateStore) -> TestClient:
+    def page(request: Request) -> JSONResponse:
+        counter = use_state(request, Counter)
+        try:
+            counter.count = 99
+        except AttributeError as exc:
+            return JSONResponse({"refused": str(exc), "count": counter.count})
+        return JSONResponse({"refused": None, "count": counter.count})
+
+    app = state_app({Counter: StateScope.GLOBAL}, store=store)
+    app.add_route("/", page)
+    return TestClient(app)
+
+
+def _refuses_writes_outside_events(client: TestClient) -> None:
+    with client:
+        assert fire(client, "/Counter/increment", amount=2).status_code == 200
+        answer = client.get("/").json()
+        assert "mutate" in answer["refused"] and answer["count"] == 2
+        assert fire(client, "/Counter/increment").signals == {"Counter": {"count": 3}}
+
+
+def test_a_resolved_instance_is_read_only_outside_events_in_memory() -> None:
+    _refuses_writes_outside_events(_page_that_writes(MemoryStore()))
+
+
+def test_a_resolved_instance_is_read_only_outside_events_in_redis(
+    redis_url: str, redis_prefix: str
+) -> None:
+    _refuses_writes_outside_events(_page_that_writes(RedisStore(redis_url, prefix=redis_prefix)))
+
+
+def test_an_instance_made_by_hand_stays_writable() -> None:
+    counter = Counter()
+    counter.count = 5
+    counter.increment(2)
+    assert counter.count == 7
