@@ -85,7 +85,13 @@ class Dialect:
         )
 
     def on_attribute(self, event: str) -> str:
-        """Attribute name that runs an expression on a DOM event."""
+        """Attribute name that runs an expression on ``event``.
+
+        ``event`` is a DOM event (``click``, ``input``), or one of Datastar's
+        own: ``load`` (once, when the element appears), ``interval`` (every
+        second; ``interval__duration.500ms``), ``intersect``.  Modifiers
+        follow ``__`` as in Datastar (``click__debounce.300ms``).
+        """
         raise NotImplementedError
 
     def init_attribute(self) -> str:
@@ -127,6 +133,12 @@ class DatastarV1(Dialect):
         )
 
     def on_attribute(self, event: str) -> str:
+        # Datastar 1.0 spells its own triggers as plugins of their own:
+        # ``data-on:interval`` would wait for a DOM event that never comes.
+        name, modifiers = _split_modifiers(event)
+        special = _V1_TRIGGERS.get(name)
+        if special is not None:
+            return special + modifiers
         return f"data-on:{event}"
 
     def init_attribute(self) -> str:
@@ -149,6 +161,20 @@ class DatastarV1(Dialect):
         build = getattr(action_generator, method)
         expression: str = build(url, retry="never", exclude_signals=exclude)
         return expression
+
+
+_V1_TRIGGERS: Final = {
+    "load": "data-init",
+    "init": "data-init",
+    "interval": "data-on-interval",
+    "intersect": "data-on-intersect",
+    "signal-patch": "data-on-signal-patch",
+}
+
+
+def _split_modifiers(event: str) -> tuple[str, str]:
+    name, separator, modifiers = event.partition("__")
+    return name, separator + modifiers
 
 
 _BETA_MODES: Final = {
@@ -190,6 +216,9 @@ class DatastarBeta(Dialect):
         return _sse("datastar-merge-fragments", lines, event_id)
 
     def on_attribute(self, event: str) -> str:
+        name, modifiers = _split_modifiers(event)
+        if name == "init":  # the 1.0 name of what beta calls load
+            return "data-on-load" + modifiers
         return f"data-on-{event}"
 
     def init_attribute(self) -> str:
