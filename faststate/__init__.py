@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from faststate._app import FastStateApp, StateApp, register_state
-from faststate._events import event
+from faststate._events import event, redirect
 from faststate._helpers import action, on, ref, signal_name, signals, text
 from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
@@ -73,6 +73,7 @@ __all__ = [
     "mutate",
     "on",
     "push",
+    "redirect",
     "ref",
     "register_state",
     "rotate_session",

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, overload
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
@@ -104,6 +104,26 @@ class EventSpec:
                 first = exc.errors(include_url=False, include_input=False)[0]
                 errors.append(BindError(param.name, first["msg"], first["type"]))
         return kwargs, errors
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """What ``redirect(url)`` returns: the page goes to ``url`` after the event."""
+
+    url: str
+
+
+def redirect(url: str) -> Redirect:
+    """Return this from an event (alone or with elements) to make the page go to ``url``.
+
+    The event's changes are saved and sent first; then the browser navigates,
+    so the address bar changes (a ``RedirectResponse`` returned by an event
+    does the same).  Only relative URLs and http(s) URLs are accepted.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("", "http", "https"):
+        raise ValueError(f"redirect() goes to relative or http(s) URLs only, not {scheme}:")
+    return Redirect(url)
 
 
 @overload

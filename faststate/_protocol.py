@@ -84,6 +84,10 @@ class Dialect:
             self.patch_elements(p.html, p.selector, p.mode, event_id) for p in patches
         )
 
+    def redirect(self, url: str) -> str:
+        """An event making the page go to ``url`` once it has applied what came before."""
+        raise NotImplementedError
+
     def on_attribute(self, event: str) -> str:
         """Attribute name that runs an expression on ``event``.
 
@@ -132,6 +136,11 @@ class DatastarV1(Dialect):
             html, selector=selector, mode=ElementPatchMode(mode), event_id=event_id
         )
 
+    def redirect(self, url: str) -> str:
+        # datastar-py's own redirect puts the URL in quotes unescaped.
+        script = f'<script data-effect="el.remove()">{_navigation(url)}</script>'
+        return self.patch_elements(script, selector="body", mode="append")
+
     def on_attribute(self, event: str) -> str:
         # Datastar 1.0 spells its own triggers as plugins of their own:
         # ``data-on:interval`` would wait for a DOM event that never comes.
@@ -170,6 +179,14 @@ _V1_TRIGGERS: Final = {
     "intersect": "data-on-intersect",
     "signal-patch": "data-on-signal-patch",
 }
+
+
+def _navigation(url: str) -> str:
+    """JavaScript going to ``url``: a JSON string, ``<`` escaped so that no URL can
+    close the script element it stands in."""
+    target = dump_json(url).replace("<", "\\u003c")
+    # After the current patches are applied, as datastar-py's redirect does.
+    return f"setTimeout(() => window.location.assign({target}))"
 
 
 def _split_modifiers(event: str) -> tuple[str, str]:
@@ -214,6 +231,9 @@ class DatastarBeta(Dialect):
             lines.append(f"mergeMode {beta_mode}")
         lines.extend(f"fragments {line}" for line in html.splitlines())
         return _sse("datastar-merge-fragments", lines, event_id)
+
+    def redirect(self, url: str) -> str:
+        return _sse("datastar-execute-script", [f"script {_navigation(url)}"], None)
 
     def on_attribute(self, event: str) -> str:
         name, modifiers = _split_modifiers(event)

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from faststate._address import Address
 from faststate._context import context_of
-from faststate._events import EventSpec
+from faststate._events import EventSpec, Redirect
 from faststate._guards import Refusal, guard_request, refusal_response
 from faststate._protocol import SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
@@ -118,10 +118,13 @@ class EventRun:
                     result = await to_thread.run_sync(partial(spec.func, state, **self.kwargs))
                 else:
                     result = spec.func(state, **self.kwargs)
-                elements = [] if isinstance(result, Response) else self._elements(result)
+                elements, going = self._results(result)
                 (patch,) = tx.finish()
                 # Written before the commit: what cannot be sent is not kept.
-                response = result if isinstance(result, Response) else self._answer(elements, patch)
+                if isinstance(result, Response) and going is None:
+                    response = result
+                else:
+                    response = self._answer(elements, patch, going)
                 await tx.commit(elements if spec.broadcast else ())
             except _ANSWERED:
                 raise
@@ -130,11 +133,15 @@ class EventRun:
                 return PlainTextResponse("event failed", 500)
         return response
 
-    def _answer(self, elements: Sequence[ElementPatch], patch: dict[str, Any]) -> Response:
+    def _answer(
+        self, elements: Sequence[ElementPatch], patch: dict[str, Any], going: Redirect | None
+    ) -> Response:
         protocol = self.address.protocol
         text = protocol.format_elements(elements)
         if patch:
             text += protocol.patch_signals({self.address.namespace: patch})
+        if going is not None:  # last: the page applies the changes, then leaves
+            text += protocol.redirect(going.url)
         if not text:
             return Response(status_code=204)
         return SSEResponse(text)
@@ -160,8 +167,10 @@ class EventRun:
         async with Transaction(self.runtime, (self.address,)) as tx:
             elements: list[ElementPatch] = []
             try:
+                going: Redirect | None = None
                 async for item in self._steps(tx.states[0]):
-                    step_elements = self._elements(item)
+                    step_elements, step_going = self._results(item)
+                    going = step_going or going
                     (patch,) = tx.step()
                     elements.extend(step_elements)
                     text = protocol.format_elements(step_elements)
@@ -172,7 +181,10 @@ class EventRun:
                         sent = True
                         yield chunk
                 (patch,) = tx.finish()
-                last = protocol.patch_signals({namespace: patch}).encode() if patch else b""
+                last_text = protocol.patch_signals({namespace: patch}) if patch else ""
+                if going is not None:
+                    last_text += protocol.redirect(going.url)
+                last = last_text.encode()
                 await tx.commit(elements if self.spec.broadcast else ())
             except Exception as exc:
                 (correction,) = tx.rollback()
@@ -206,15 +218,28 @@ class EventRun:
                 return
             yield item
 
-    def _elements(self, result: Any) -> list[ElementPatch]:
+    def _results(self, result: Any) -> tuple[list[ElementPatch], Redirect | None]:
+        """The elements an event returned, and where the page goes next, if anywhere.
+
+        A ``RedirectResponse`` counts as ``redirect(url)``: the client's fetch
+        would follow it and merge the next page into this one.
+        """
         if result is None:
-            return []
+            return [], None
+        if isinstance(result, Response):
+            location = result.headers.get("location")
+            if 300 <= result.status_code < 400 and location:
+                return [], Redirect(location)
+            return [], None
         items = result if isinstance(result, list | tuple) else (result,)
-        return [
-            ElementPatch(to_html(item), self.spec.selector, self.spec.mode)
-            for item in items
-            if item is not None
-        ]
+        elements: list[ElementPatch] = []
+        going: Redirect | None = None
+        for item in items:
+            if isinstance(item, Redirect):
+                going = item
+            elif item is not None:
+                elements.append(ElementPatch(to_html(item), self.spec.selector, self.spec.mode))
+        return elements, going
 
 
 class _Failed(Exception):

@@ -10,6 +10,7 @@ Datastar client does and returns the parsed answer::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ DATASTAR_HEADERS = {
 }
 
 _SIGNAL_EVENTS = ("datastar-patch-signals", "datastar-merge-signals")
+_NAVIGATION = re.compile(r'window\.location\.assign\(("(?:[^"\\]|\\.)*")\)')
 _ELEMENT_EVENTS = ("datastar-patch-elements", "datastar-merge-fragments")
 
 
@@ -68,6 +70,16 @@ class EventResult:
     @property
     def elements(self) -> list[SSEEvent]:
         return [sse for sse in self.events if sse.type in _ELEMENT_EVENTS]
+
+    @property
+    def redirect(self) -> str | None:
+        """Where the answer sends the page (``redirect(url)``), or None."""
+        for sse in self.events:
+            lines = sse.data.get("script") or sse.data.get("elements") or []
+            match = _NAVIGATION.search("\n".join(lines))
+            if match is not None:
+                return str(json.loads(match.group(1)))
+        return None
 
     def json(self) -> Any:
         return json.loads(self.text)

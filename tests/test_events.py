@@ -14,11 +14,12 @@ from sqlmodel import Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from faststate import FastStateMiddleware, ReactiveState, event, register_state, use_state
+from faststate import FastStateMiddleware, ReactiveState, event, redirect, register_state, use_state
+from faststate._protocol import get_protocol
 from faststate.testing import DATASTAR_HEADERS, afire, fire
 
 from .apps import state_app
@@ -109,6 +110,16 @@ class Board(ReactiveState):
     @event
     def quiet(self) -> Iterator[None]:
         yield None
+
+    @event
+    def finish(self, to: str = "/done") -> Any:
+        self.title = "finished"
+        return Ul(Li("saved"), id="status"), redirect(to)
+
+    @event
+    def leave(self) -> Response:
+        self.title = "left"
+        return RedirectResponse("/elsewhere?from=board", status_code=303)
 
     def not_an_event(self) -> None:
         self.count = -1
@@ -257,6 +268,33 @@ def test_generator_failing_before_its_first_step_answers_500(client: TestClient)
     assert (result.status_code, result.text) == (500, "event failed")
     assert fire(client, "/Board/refuse_at_once").status_code == 409
     assert page_text(client).startswith("3|")
+
+
+def test_redirect_comes_after_the_saved_changes(client: TestClient) -> None:
+    result = fire(client, "/Board/finish")
+    assert result.status_code == 200
+    assert result.redirect == "/done"
+    kinds = [e.type for e in result.events]
+    # elements, then the signal patch, then the navigation (itself an elements event)
+    assert kinds == ["datastar-patch-elements", "datastar-patch-signals", "datastar-patch-elements"]
+    assert result.signals == {"Board": {"title": "finished"}}
+    assert page_text(client).endswith("|finished")
+
+
+def test_a_redirect_response_navigates_instead_of_being_merged(client: TestClient) -> None:
+    result = fire(client, "/Board/leave")
+    assert result.status_code == 200
+    assert result.redirect == "/elsewhere?from=board"
+    assert page_text(client).endswith("|left")
+
+
+def test_redirect_escapes_the_url_and_refuses_scripts() -> None:
+    with pytest.raises(ValueError, match="http"):
+        redirect("javascript:alert(1)")
+    for protocol in ("v1", "beta"):
+        text = get_protocol(protocol).redirect('/x?q="</script><script>alert(1)</script>')
+        assert "<script>alert" not in text
+        assert text.count("</script>") == (1 if protocol == "v1" else 0)  # only our own
 
 
 def test_generator_that_changes_nothing_answers_204(client: TestClient) -> None:

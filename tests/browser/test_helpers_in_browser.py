@@ -1,12 +1,14 @@
-"""Page helpers in the real clients: Datastar's own triggers (``load``, ``interval``)
-fire under both protocols."""
+"""Page helpers in the real clients, under both protocols: Datastar's own triggers
+(``load``, ``interval``) fire, and ``redirect`` navigates after the event's changes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
-from fasthtml.common import Div, FastHTML, P, Span, Titled
+from fasthtml.common import Button, Div, FastHTML, P, Span, Titled
+from starlette.responses import RedirectResponse
 
 from faststate import (
     FastStateMiddleware,
@@ -14,6 +16,7 @@ from faststate import (
     StateScope,
     event,
     on,
+    redirect,
     register_state,
     text,
     use_state,
@@ -36,10 +39,40 @@ class Clock(ReactiveState):
         self.loads += 1
 
 
+class Wizard(ReactiveState):
+    step: str = "start"
+
+    @event
+    def finish(self) -> Any:
+        self.step = "finished"
+        return redirect("/done?from=wizard")
+
+    @event
+    def leave(self) -> Any:
+        self.step = "left"
+        return RedirectResponse("/done?from=response", status_code=303)
+
+
 def make_app(protocol: str) -> FastHTML:
     app = FastHTML(hdrs=(datastar_script(protocol=protocol),), htmx=False, surreal=False)
     app.add_middleware(FastStateMiddleware, protocol=protocol, secret_key="browser-helpers")
     register_state(app, Clock, scope=StateScope.SESSION)
+    register_state(app, Wizard, scope=StateScope.SESSION)
+
+    @app.route("/wizard")
+    def wizard(req):  # type: ignore[no-untyped-def]
+        state = use_state(req, Wizard)
+        return Titled(
+            "Wizard",
+            state,
+            P("step ", Span(**text(state, "step"), id="step")),
+            Button("finish", **on("click", state.finish), id="finish"),
+            Button("leave", **on("click", state.leave), id="leave"),
+        )
+
+    @app.route("/done")
+    def done(req):  # type: ignore[no-untyped-def]
+        return Titled("Done", P(f"step {use_state(req, Wizard).step}", id="done"))
 
     @app.route("/")
     def page(req):  # type: ignore[no-untyped-def]
@@ -66,6 +99,23 @@ def site(serve) -> Callable[[str], str]:  # type: ignore[no-untyped-def]
         return urls[protocol]
 
     return base_url
+
+
+@pytest.mark.parametrize("button", ["finish", "leave"])
+def test_redirect_navigates_after_the_change_is_saved(  # type: ignore[no-untyped-def]
+    protocol: str, button: str, site, new_context, page_errors
+) -> None:
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/wizard")
+    expect(page.locator("#step")).to_have_text("start")
+    page.click(f"#{button}")
+    page.wait_for_url("**/done?from=*", timeout=10_000)
+    expected = {"finish": "finished", "leave": "left"}[button]
+    expect(page.locator("#done")).to_have_text(f"step {expected}")
+    assert page_errors(page) == []
+    page.close()
 
 
 def test_interval_and_load_fire(protocol: str, site, new_context, page_errors) -> None:  # type: ignore[no-untyped-def]
