@@ -128,7 +128,8 @@ async def test_commit_saves_and_publishes_each_instance_with_its_own_patch() -> 
         second.balance = 3
         assert tx.finish() == [{"balance": 2}, {"balance": 3}]
         await tx.commit()
-    assert {(c.key, c.version, c.patch["balance"]) for c in seen} == {
+    # One save each (the low bits of a version count saves).
+    assert {(c.key, c.version & 0xFFFFFFFF, c.patch["balance"]) for c in seen} == {
         (b.key, 1, 2),
         (a.key, 1, 3),
     }

@@ -34,6 +34,7 @@ from faststate._resolve import authorize, registration_named
 from faststate._runtime import Runtime
 from faststate._scopes import SESSION_BOUND, StateScope, parse_key
 from faststate._state import ReactiveState, public_state, stored_version
+from faststate._stores.base import same_incarnation
 from faststate._transaction import read as read_committed
 
 logger = logging.getLogger("faststate")
@@ -247,6 +248,13 @@ class LiveStream(Response):
         if position is None:
             return
         known = self.known[position]
+        if not same_incarnation(change.version, known):
+            # A new stored copy (the store lost its data, the instance was
+            # created again): its versions say nothing about what the page has.
+            await self._send_full(send, only=position)
+            if change.replay:
+                await self._write(send, self._format_elements(change, self._event_id()))
+            return
         if change.replay:
             if change.version > known:
                 await self._send_full(send, only=position)

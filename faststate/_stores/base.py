@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -12,6 +13,24 @@ if TYPE_CHECKING:
     from faststate._state import ReactiveState
 
 S = TypeVar("S", bound="ReactiveState")
+
+
+#: A version is ``incarnation << COUNT_BITS | saves``: the incarnation is drawn at
+#: random when a stored copy is created, so a page can tell "the same instance,
+#: a later save" from "a new copy" (a store that lost its data, a worker that
+#: restarted): only the first can be caught up by patches.  Both fit the 53 bits
+#: a JavaScript number holds exactly.
+COUNT_BITS: Final = 32
+INCARNATION_BITS: Final = 21
+
+
+def first_version() -> int:
+    """The version of a copy just created: a fresh incarnation, no save yet."""
+    return (secrets.randbits(INCARNATION_BITS) or 1) << COUNT_BITS
+
+
+def same_incarnation(version: int, other: int) -> bool:
+    return version >> COUNT_BITS == other >> COUNT_BITS
 
 
 class Lease:
@@ -46,9 +65,11 @@ class StateStore(ABC):
     An event runs as ``async with store.lock(key)``: ``load`` → run →
     ``save``.  ``add`` creates an instance only if the key is free and returns
     whichever instance the key holds afterwards, so concurrent first uses
-    agree on one instance.  ``ttl`` is in seconds; ``None`` keeps the
-    instance until it is deleted or evicted.  Every ``save`` bumps the
-    instance's version by one, which live pages use to notice a missed change.
+    agree on one instance; an instance without a version (0, never stored)
+    gets ``first_version()``, one loaded from the database keeps its own.
+    ``ttl`` is in seconds; ``None`` keeps the instance until it is deleted or
+    evicted.  Every ``save`` bumps the instance's version by one, which live
+    pages use to notice a missed change.
     """
 
     #: True when instances are shared with other processes (needs a fixed secret key).

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from faststate._state import ReactiveState, set_stored_version, stored_version
-from faststate._stores.base import Lease, S, StateStore
+from faststate._stores.base import Lease, S, StateStore, first_version
 from faststate._stores.locks import KeyLocks
 
 DEFAULT_MAX_INSTANCES = 100_000
@@ -89,6 +89,8 @@ class MemoryStore(StateStore):
                 self._touch(key, entry, now)
                 existing: S = entry.state  # type: ignore[assignment]
                 return existing
+            if not stored_version(state):
+                set_stored_version(state, first_version())
             self._insert(key, _Entry(state, ttl, now), now)
             return state
 

@@ -22,7 +22,15 @@ from redis.exceptions import RedisError as _RedisError
 from faststate._live.broker import Broker
 from faststate._live.redis_broker import RedisBroker
 from faststate._state import ReactiveState, set_stored_version, stored_version
-from faststate._stores.base import HELD, Lease, S, StaleState, StateStore, StoreUnavailable
+from faststate._stores.base import (
+    HELD,
+    Lease,
+    S,
+    StaleState,
+    StateStore,
+    StoreUnavailable,
+    first_version,
+)
 from faststate._stores.codec import decode, encode
 from faststate._stores.locks import KeyLocks
 
@@ -102,8 +110,11 @@ class RedisStore(StateStore):
 
     async def add(self, key: str, state: S, ttl: float | None) -> S:
         payload = encode(state)
-        found = await _guard(self._add_async(keys=[self._key(key)], args=[1, payload, _ms(ttl)]))
-        settled = _settled(state, payload, found)
+        version = stored_version(state) or first_version()
+        found = await _guard(
+            self._add_async(keys=[self._key(key)], args=[version, payload, _ms(ttl)])
+        )
+        settled = _settled(state, version, payload, found)
         if settled is not None:
             return settled
         set_stored_version(state, int(found[0]))
@@ -112,9 +123,10 @@ class RedisStore(StateStore):
 
     def add_sync(self, key: str, state: S, ttl: float | None) -> S:
         payload = encode(state)
+        version = stored_version(state) or first_version()
         try:
-            found = self._add_sync(keys=[self._key(key)], args=[1, payload, _ms(ttl)])
-            settled = _settled(state, payload, found)
+            found = self._add_sync(keys=[self._key(key)], args=[version, payload, _ms(ttl)])
+            settled = _settled(state, version, payload, found)
             if settled is not None:
                 return settled
             version = int(found[0])
@@ -179,20 +191,19 @@ def _ms(ttl: float | None) -> int:
     return 0 if ttl is None else max(1, int(ttl * 1000))
 
 
-def _settled(state: S, payload: str, found: Any) -> S | None:
+def _settled(state: S, version: int, payload: str, found: Any) -> S | None:
     """The instance an add ends with; None when the stored record no longer fits
     the class and must be replaced (or the page would be stuck on it)."""
-    if _created(found, payload):
-        set_stored_version(state, 1)
+    if _created(found, version, payload):
+        set_stored_version(state, version)
         return state
     return _instance(type(state), found)
 
 
-def _created(found: Any, payload: str) -> bool:
-    data = found[1]
+def _created(found: Any, version: int, payload: str) -> bool:
+    stored, data = found
     return bool(
-        found[0] in (b"1", "1", 1)
-        and (data.decode() if isinstance(data, bytes) else data) == payload
+        int(stored) == version and (data.decode() if isinstance(data, bytes) else data) == payload
     )
 
 
