@@ -21,13 +21,34 @@ class RedisBroker(Broker):
     Every delivery, this worker's own included, goes through Redis, so all
     pages see changes in the order Redis does.  When the subscription
     connection drops, every stream is told to resynchronise.
+
+    Publishing uses at most ``max_connections`` connections (the subscription
+    takes one of them); beyond that a publish queues for up to
+    ``pool_timeout`` seconds instead of failing.  ``socket_timeout`` bounds
+    each command, so a publish to a stalled Redis cannot hold an event.
     """
 
-    def __init__(self, url: str, *, prefix: str = "faststate:") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "faststate:",
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        socket_timeout: float = 5.0,
+    ) -> None:
         super().__init__()
         self.url = url
         self.prefix = prefix
-        self._redis = redis.asyncio.Redis.from_url(url)
+        self._redis = redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=pool_timeout,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+            )
+        )
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()

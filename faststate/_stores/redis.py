@@ -1,29 +1,32 @@
 """Redis store: instances shared by every worker, serialised across processes.
 
 An instance is a hash ``{v: version, d: json}`` whose expiry is the scope's
-``ttl``.  An event holds a Redis lock with an expiry (a fresh lock object per
-acquisition) and saves only if the stored version is still the one it
-loaded: a worker whose lock expired mid-event can never overwrite newer
-state; its save fails with ``StaleState`` and nothing is written.
+``ttl``.  An event holds a Redis lock with a short lease that a watchdog
+renews while the event runs (a fresh lock object per acquisition), and saves
+only if the stored version is still the one it loaded.  A worker whose lock
+was lost mid-event writes nothing: its lease reports it no longer held, and
+should it save regardless, the version check fails with ``StaleState``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.exceptions import LockError, LockNotOwnedError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockNotOwnedError
 from redis.exceptions import RedisError as _RedisError
 
 from faststate._live.broker import Broker
 from faststate._live.redis_broker import RedisBroker
 from faststate._state import ReactiveState, set_stored_version, stored_version
 from faststate._stores.base import (
-    HELD,
     Lease,
     S,
     StaleState,
@@ -35,6 +38,8 @@ from faststate._stores.codec import decode, encode
 from faststate._stores.locks import KeyLocks
 
 T = TypeVar("T")
+
+_RELEASE_RETRY = 0.05  # seconds between attempts to release a lock Redis did not confirm
 
 # KEYS[1] state; ARGV: version, json, ttl ms (0: none).  Creates only when absent
 # and answers what the key holds afterwards.
@@ -63,8 +68,24 @@ return 1
 class RedisStore(StateStore):
     """Instances in Redis (redis-py), for apps running on several workers.
 
-    ``lock_timeout`` bounds how long a crashed worker can block an instance;
-    ``lock_wait`` how long an event waits for the lock before a 503.
+    An event holds the instance's Redis lock for as long as it runs: the lock
+    lives ``lock_lease`` seconds and a watchdog renews it every third of that,
+    so a worker that dies mid-event blocks the instance for at most
+    ``lock_lease``, while a long event keeps its lock.
+
+    - ``lock_lease`` (3 s): how long a dead worker can block an instance.
+    - ``lock_timeout`` (30 s; ``None``: no limit): the longest one event may
+      hold an instance.  Past it the lock is no longer renewed and the
+      event's changes are refused (409), so a hung event cannot keep an
+      instance forever.
+    - ``lock_wait`` (30 s): the longest an event waits for the lock, queued in
+      this process and polling Redis together, before it is answered 503.
+    - ``socket_timeout`` (5 s): each Redis command and connection attempt.
+    - ``max_connections`` (50): Redis connections per process for events and
+      pages; live pages' pub/sub has a pool of the same size.  Commands beyond
+      it queue for a free connection rather than fail.
+    - ``pool_timeout`` (5 s): how long a command may queue for a connection
+      before a 503.
     """
 
     shared = True
@@ -74,25 +95,38 @@ class RedisStore(StateStore):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "faststate:",
-        lock_timeout: float = 30.0,
+        lock_lease: float = 3.0,
+        lock_timeout: float | None = 30.0,
         lock_wait: float = 30.0,
         socket_timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.lock_timeout = lock_timeout
+        # A lease longer than the limit would outlive it.
+        self.lock_lease = lock_lease if lock_timeout is None else min(lock_lease, lock_timeout)
         self.lock_wait = lock_wait
+        self.socket_timeout = socket_timeout
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_timeout,
         }
-        self._async = redis.asyncio.Redis.from_url(url, **options)
+        self._async = redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=pool_timeout, **options
+            )
+        )
         self._sync = redis.Redis.from_url(url, **options)
         self._add_async = self._async.register_script(_ADD)
         self._save_async = self._async.register_script(_SAVE_IF_CURRENT)
         self._add_sync = self._sync.register_script(_ADD)
         self._save_sync = self._sync.register_script(_SAVE_IF_CURRENT)
         self._local = KeyLocks()
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}state:{key}"
@@ -155,36 +189,147 @@ class RedisStore(StateStore):
 
     @asynccontextmanager
     async def _locked(self, key: str) -> AsyncIterator[Lease]:
-        # Waiters of this process queue locally, so only one of them polls
-        # Redis; the short jittered poll keeps hand-over between workers fast.
-        async with self._local.hold(key):
-            lock = self._async.lock(
-                f"{self.prefix}lock:{key}",
-                timeout=self.lock_timeout,
-                sleep=0.002 + random.random() * 0.003,
-                blocking_timeout=self.lock_wait,
-                thread_local=False,
-            )
-            acquired = await _guard(lock.acquire())
-            if not acquired:
-                raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s")
+        # One deadline for the queue in this process and for Redis: a waiter
+        # behind others is answered within lock_wait, not after each of them.
+        deadline = asyncio.get_running_loop().time() + self.lock_wait
+        # Waiters of this process queue locally, so only one of them polls Redis.
+        local = self._local.hold(key)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await local.__aenter__()
+        except TimeoutError:
+            raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
+        try:
+            lease = await self._acquire(key, deadline)
             try:
-                yield HELD
+                yield lease
             finally:
-                try:
-                    await lock.release()
-                except LockNotOwnedError:
-                    pass  # expired while held: the version check guarded the save
-                except (LockError, _RedisError):
-                    pass  # Redis gone: the lock expires by itself
+                await self._release(lease)
+        finally:
+            await local.__aexit__(None, None, None)
+
+    async def _acquire(self, key: str, deadline: float) -> _RenewedLease:
+        lock = self._async.lock(
+            f"{self.prefix}lock:{key}", timeout=self.lock_lease, thread_local=False
+        )
+        token = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        # The short jittered poll keeps hand-over between workers fast.
+        poll = 0.002 + random.random() * 0.003
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    sent = loop.time()
+                    if await lock.acquire(blocking=False, token=token):
+                        return _RenewedLease(self, lock, token.encode(), sent)
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            # A SET cut short by the deadline may have taken the lock all the same.
+            self._in_background(_release_token(lock, token.encode(), loop.time() + self.lock_lease))
+            raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
+        except asyncio.CancelledError:
+            self._in_background(_release_token(lock, token.encode(), loop.time() + self.lock_lease))
+            raise
+        except _RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def _release(self, lease: _RenewedLease) -> None:
+        lease.stop()
+        # Shielded: a request cancelled while releasing (its client went away)
+        # must still free the instance instead of leaving it locked for a lease.
+        await asyncio.shield(self._in_background(lease.release()))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        return task
 
     def default_broker(self) -> Broker:
         """Redis pub/sub on the same server, so changes reach every worker's pages."""
-        return RedisBroker(self.url, prefix=self.prefix)
+        return RedisBroker(
+            self.url,
+            prefix=self.prefix,
+            max_connections=self.max_connections,
+            pool_timeout=self.pool_timeout,
+            socket_timeout=self.socket_timeout,
+        )
 
     async def aclose(self) -> None:
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         await self._async.aclose()
         self._sync.close()
+
+
+class _RenewedLease(Lease):
+    """The Redis lock of one running event, renewed every third of its lease.
+
+    ``held`` turns false, for good, when a renewal fails or finds the lock
+    gone or taken, and when the lease runs out unrenewed (``lock_timeout``
+    reached, or this process too busy to renew in time).
+    """
+
+    __slots__ = ("_limit", "_lock", "_lost", "_store", "_token", "_valid_until", "_watchdog")
+
+    def __init__(self, store: RedisStore, lock: Lock, token: bytes, sent: float) -> None:
+        self._store = store
+        self._lock = lock
+        self._token = token
+        # Counted from when the SET was sent: Redis started the expiry later.
+        self._valid_until = sent + store.lock_lease
+        timeout = store.lock_timeout
+        self._limit = float("inf") if timeout is None else sent + timeout
+        self._lost = False
+        self._watchdog = asyncio.get_running_loop().create_task(self._renew())
+
+    @property
+    def held(self) -> bool:
+        if not self._lost and asyncio.get_running_loop().time() >= self._valid_until:
+            # Lost stays lost: a caller may have acted on it before a late renewal.
+            self._lost = True
+        return not self._lost
+
+    async def _renew(self) -> None:
+        loop = asyncio.get_running_loop()
+        lease = self._store.lock_lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            sent = loop.time()
+            if sent >= self._valid_until:
+                self._lost = True  # it may have expired and been taken meanwhile
+                return
+            extension = min(lease, self._limit - sent)
+            if extension < 0.001:
+                return  # lock_timeout reached: the lease runs out, held with it
+            try:
+                await self._lock.extend(extension, replace_ttl=True)
+            except (_RedisError, OSError):
+                self._lost = True  # not renewed, or owned by another holder by now
+                return
+            self._valid_until = sent + extension
+
+    def stop(self) -> None:
+        self._watchdog.cancel()
+
+    async def release(self) -> None:
+        await _release_token(self._lock, self._token, self._valid_until)
+
+
+async def _release_token(lock: Lock, token: bytes, expires: float) -> None:
+    """Delete the lock if ``token`` still holds it, retrying until it would
+    have expired anyway: a lock is never left behind for want of a connection."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await lock.do_release(token)
+            return
+        except LockNotOwnedError:
+            return  # expired, or never taken: nothing of ours is left
+        except (_RedisError, OSError):
+            if loop.time() + _RELEASE_RETRY >= expires:
+                return
+            await asyncio.sleep(_RELEASE_RETRY)
 
 
 def _ms(ttl: float | None) -> int:
