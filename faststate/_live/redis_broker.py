@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from faststate._live.broker import Broker, Change, Subscriber
 
@@ -75,8 +77,19 @@ class RedisBroker(Broker):
                 await self._pubsub.unsubscribe(self._channel(key))
 
     async def publish(self, change: Change) -> None:
+        channel, message = self._channel(change.key), change.to_json()
         try:
-            await self._redis.publish(self._channel(change.key), change.to_json())
+            await self._redis.publish(channel, message)
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            # A pooled connection that died with a restarted Redis fails once;
+            # a fresh one from the pool may well succeed.
+            pass
+        except RedisError as exc:
+            logger.warning("faststate: could not publish %s: %s", change.key, exc)
+            return
+        try:
+            await self._redis.publish(channel, message)
         except RedisError as exc:
             # The change is saved; pages catch up on their next message or reconnect.
             logger.warning("faststate: could not publish %s: %s", change.key, exc)
