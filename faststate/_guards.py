@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -75,38 +74,35 @@ class SlowBodies:
     own (``asyncio.timeout``) would cost each event more than its whole guard.
     """
 
-    GRANULARITY: Final = 0.25
+    SLOTS_PER_SECOND: Final = 4
 
     def __init__(self, within: float) -> None:
         if within <= 0:
             raise ValueError("body_timeout must be a positive number of seconds")
         self.within = within
-        self._due: dict[tuple[asyncio.AbstractEventLoop, int], dict[int, _Watch]] = {}
+        #: Requests still reading their body, by (loop, slot) and id of their ``send``.
+        self._due: dict[tuple[asyncio.AbstractEventLoop, int], dict[int, Send]] = {}
         self._answering: set[asyncio.Task[None]] = set()
 
-    def watch(self, send: Send) -> _Watch:
+    def watch(self, send: Send) -> tuple[asyncio.AbstractEventLoop, int]:
         loop = asyncio.get_running_loop()
-        slot = math.ceil((loop.time() + self.within) / self.GRANULARITY)
+        slot = int((loop.time() + self.within) * self.SLOTS_PER_SECOND) + 1
         key = (loop, slot)
-        watches = self._due.get(key)
-        if watches is None:
-            watches = self._due[key] = {}
-            loop.call_at(slot * self.GRANULARITY, self._expire, key)
-        watch = _Watch(send, key)
-        watches[id(watch)] = watch
-        return watch
+        watched = self._due.get(key)
+        if watched is None:
+            watched = self._due[key] = {}
+            loop.call_at(slot / self.SLOTS_PER_SECOND, self._expire, key)
+        watched[id(send)] = send
+        return key
 
-    def done(self, watch: _Watch) -> bool:
+    def done(self, key: tuple[asyncio.AbstractEventLoop, int], send: Send) -> bool:
         """Stop watching; False when the deadline has answered the request already."""
-        watches = self._due.get(watch.key)
-        if watches is not None:
-            watches.pop(id(watch), None)
-        return not watch.answered
+        watched = self._due.get(key)
+        return watched is not None and watched.pop(id(send), None) is not None
 
     def _expire(self, key: tuple[asyncio.AbstractEventLoop, int]) -> None:
-        for watch in self._due.pop(key, {}).values():
-            watch.answered = True
-            task = key[0].create_task(self._answer(watch.send))
+        for send in self._due.pop(key, {}).values():
+            task = key[0].create_task(self._answer(send))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
 
@@ -121,15 +117,6 @@ class SlowBodies:
         with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
             await send(start)
             await send({"type": "http.response.body", "body": response.body})
-
-
-class _Watch:
-    __slots__ = ("answered", "key", "send")
-
-    def __init__(self, send: Send, key: tuple[asyncio.AbstractEventLoop, int]) -> None:
-        self.send = send
-        self.key = key
-        self.answered = False
 
 
 _ANSWERED: Final = Refusal(408, "request body too slow", answered=True)
@@ -160,7 +147,7 @@ async def guard_asgi(
     if refusal is not None:
         return refusal
     slow_bodies = settings.slow_bodies
-    watch = slow_bodies.watch(send)
+    slot = slow_bodies.watch(send)
     parts: list[bytes] = []
     size = 0
     while True:
@@ -176,7 +163,7 @@ async def guard_asgi(
         parts.append(chunk)
         if not message.get("more_body", False):
             break
-    if not slow_bodies.done(watch):
+    if not slow_bodies.done(slot, send):
         return _ANSWERED
     if refusal is not None:
         return refusal

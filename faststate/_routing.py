@@ -96,7 +96,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 class EventRun:
     """One event on its instance, run in a transaction."""
 
-    __slots__ = ("address", "kwargs", "label", "runtime", "spec")
+    __slots__ = ("address", "kwargs", "runtime", "spec")
 
     def __init__(
         self, *, runtime: Runtime, address: Address, spec: EventSpec, kwargs: dict[str, Any]
@@ -105,7 +105,11 @@ class EventRun:
         self.address = address
         self.spec = spec
         self.kwargs = kwargs
-        self.label = f"{address.registration.name}.{spec.name} on {address.key}"
+
+    @property
+    def label(self) -> str:
+        """How the logs name this event (only ever needed when something went wrong)."""
+        return f"{self.address.registration.name}.{self.spec.name} on {self.address.key}"
 
     async def once(self) -> Response:
         spec = self.spec

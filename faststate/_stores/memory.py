@@ -129,7 +129,7 @@ class MemoryStore(StateStore):
     def _touch(self, key: str, entry: _Entry, now: float) -> None:
         if entry.ttl is not None:
             entry.deadline = now + entry.ttl
-        self._segment(entry).move_to_end(key)
+        (self._protected if entry.protected else self._probation).move_to_end(key)
 
     def _promote(self, key: str, entry: _Entry, now: float) -> None:
         del self._probation[key]
