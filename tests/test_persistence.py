@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import PrivateAttr
 from sqlalchemy import text
@@ -25,7 +27,7 @@ from faststate import (
     register_state,
     use_state,
 )
-from faststate.testing import fire
+from faststate.testing import afire, fire
 
 from .apps import state_app
 
@@ -177,6 +179,34 @@ def test_auto_persist_without_persistence_is_a_clear_error() -> None:
         pytest.raises(RuntimeError, match="persistence"),
     ):
         client.get("/")
+
+
+async def _burst(persistence: SQLPersistence, records: int, warm: bool) -> tuple[list[int], int]:
+    """Statuses of ``records`` concurrent first events, and how many rows they left."""
+    transport = httpx.ASGITransport(make_app(persistence))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        if warm:
+            assert (await afire(client, "/Notes/add?record_id=warm", line="x")).status_code == 200
+        results = await asyncio.gather(
+            *(afire(client, f"/Notes/add?record_id=n{i}", line="x") for i in range(records))
+        )
+    with persistence.engine.connect() as connection:
+        written = connection.execute(
+            text("SELECT count(*) FROM faststate_states WHERE key LIKE 'record:Notes:n%'")
+        ).scalar_one()
+    await persistence.aclose()
+    return [result.status_code for result in results], written
+
+
+async def test_many_first_uses_at_once_create_the_table_once(database_url: str) -> None:
+    assert await _burst(SQLPersistence(database_url), 20, warm=False) == ([200] * 20, 20)
+
+
+async def test_more_concurrent_events_than_database_threads_are_all_written(
+    database_url: str,
+) -> None:
+    """A COMMIT never waits for a free thread behind writes that wait for its locks."""
+    assert await _burst(SQLPersistence(database_url), 100, warm=True) == ([200] * 100, 100)
 
 
 def test_unreachable_database_gives_503() -> None:
