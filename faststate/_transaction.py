@@ -13,10 +13,13 @@ roles never deadlock, and it rolls back, saves and publishes them together.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from anyio import CancelScope
 
 from faststate._diff import compose_patches
 from faststate._live.broker import Change
@@ -33,13 +36,15 @@ from faststate._state import (
     rollback,
     stored_version,
 )
-from faststate._stores.base import Lease, StaleState
+from faststate._stores.base import Lease, StaleState, StoreUnavailable
 
 if TYPE_CHECKING:
     from faststate._address import Address
-    from faststate._persistence import SQLPersistence
+    from faststate._persistence import OpenWrite, SQLPersistence
     from faststate._registry import Registration
     from faststate._runtime import Runtime
+
+logger = logging.getLogger("faststate")
 
 
 async def load(runtime: Runtime, address: Address) -> ReactiveState:
@@ -119,7 +124,16 @@ class Transaction:
     without a commit (an exception, a return) rolls every instance back.
     """
 
-    __slots__ = ("_done", "_held", "_shown", "_trackers", "addresses", "runtime", "states")
+    __slots__ = (
+        "_corrections",
+        "_done",
+        "_held",
+        "_shown",
+        "_trackers",
+        "addresses",
+        "runtime",
+        "states",
+    )
 
     def __init__(self, runtime: Runtime, addresses: Sequence[Address]) -> None:
         self.runtime = runtime
@@ -132,6 +146,7 @@ class Transaction:
             self.addresses = list(unique.values())
         self.states: list[ReactiveState] = []
         self._done = False  # committed or rolled back
+        self._corrections: list[dict[str, Any]] | None = None  # once rolled back
         self._trackers: list[Tracker] = []
         self._shown: list[dict[str, Any]] = []
         #: Locks taken, in the global order, with their leases and keys.
@@ -179,7 +194,15 @@ class Transaction:
         return self._diff()
 
     async def commit(self, elements: Sequence[ElementPatch] = ()) -> None:
-        """Save every instance (to the store, then the database), then tell live pages.
+        """Save every instance, then tell live pages.
+
+        An event answered with an error must have changed nothing anywhere,
+        and one answered 200 must be in the store and, with ``auto_persist``,
+        in the database.  So the database rows are written first, in one
+        database transaction left open; then the store saves (version-checked);
+        then the database commits.  A store save that fails rolls the database
+        back; a database commit that fails after the store saved is undone in
+        the store by saving the rolled-back instances again.
 
         ``elements`` go to other pages with the first instance's change.
         Versions go out in order because the locks are still held.
@@ -187,12 +210,25 @@ class Transaction:
         runtime = self.runtime
         store = runtime.store
         self._check_leases()
-        for address, state in zip(self.addresses, self.states, strict=True):
-            ttl = runtime.ttl_for(address.registration.config)
-            await store.save(address.key, state, ttl)
-            persistence = persistence_for(runtime, address.registration)
-            if persistence is not None:
-                await persistence.save(address.key, state, ttl)
+        ttls = [runtime.ttl_for(address.registration.config) for address in self.addresses]
+        pending = await self._write_rows(ttls)
+        saved: list[int] = []
+        try:
+            for position, (address, state) in enumerate(
+                zip(self.addresses, self.states, strict=True)
+            ):
+                await store.save(address.key, state, ttls[position])
+                saved.append(position)
+            if pending is not None:
+                self._check_leases()
+                await pending.commit()
+        except BaseException:
+            if pending is not None:
+                pending.abandon()
+            if saved:
+                with CancelScope(shield=True):
+                    await self._undo(saved, ttls)
+            raise
         self._done = True
         broker = runtime.broker
         for position, (address, state) in enumerate(zip(self.addresses, self.states, strict=True)):
@@ -201,6 +237,39 @@ class Transaction:
             if (patch or shared) and broker.reaches(address.key):
                 await broker.publish(Change(address.key, stored_version(state), patch, shared))
 
+    async def _write_rows(self, ttls: list[float | None]) -> OpenWrite | None:
+        """The ``auto_persist`` instances written in one open database transaction."""
+        persistence: SQLPersistence | None = None
+        rows = []
+        for address, state, ttl in zip(self.addresses, self.states, ttls, strict=True):
+            found = persistence_for(self.runtime, address.registration)
+            if found is not None:
+                persistence = found
+                rows.append((address.key, state, ttl))
+        if persistence is None:
+            return None
+        return await persistence.write(rows, self._leases_held)
+
+    async def _undo(self, saved: list[int], ttls: list[float | None]) -> None:
+        """Put back in the store the instances saved before the commit failed."""
+        self.rollback()
+        store = self.runtime.store
+        for position in saved:
+            key = self.addresses[position].key
+            try:
+                # At a new version: a page may have read the undone one meanwhile.
+                await store.save(key, self.states[position], ttls[position])
+            except (StoreUnavailable, StaleState) as exc:
+                logger.error(
+                    "faststate: %s not put back; the store keeps a change answered as failed: %s",
+                    key,
+                    exc,
+                )
+
+    def _leases_held(self) -> bool:
+        """Whether every lock is still held (asked from the database's thread too)."""
+        return all(lease.held for _, lease, _ in self._held)
+
     def _check_leases(self) -> None:
         for _, lease, key in self._held:
             if not lease.held:
@@ -208,13 +277,17 @@ class Transaction:
 
     def rollback(self) -> list[dict[str, Any]]:
         """Put every instance back as it was; returns, per instance, the patch that
-        undoes on the page what earlier steps showed."""
+        undoes on the page what earlier steps showed (the same again if already
+        rolled back)."""
+        if self._corrections is not None:
+            return self._corrections
         corrections = []
         for state, tracker in zip(self.states, self._trackers, strict=True):
             end_tracking(state)
             rollback(state, tracker)
             corrections.append(diff_tracked(state, tracker, checkpoint=True))
         self._done = True
+        self._corrections = corrections
         return corrections
 
     def _diff(self) -> list[dict[str, Any]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from pydantic import PrivateAttr
 from sqlalchemy import text
@@ -18,6 +21,7 @@ from starlette.testclient import TestClient
 
 from faststate import (
     FastStateMiddleware,
+    MemoryStore,
     ReactiveState,
     SQLPersistence,
     StateScope,
@@ -25,7 +29,8 @@ from faststate import (
     register_state,
     use_state,
 )
-from faststate.testing import fire
+from faststate._state import stored_version
+from faststate.testing import afire, fire
 
 from .apps import state_app
 
@@ -65,7 +70,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def make_app(
-    persistence: SQLPersistence, cls: type[ReactiveState] = Notes, ttl: float | None = None
+    persistence: SQLPersistence,
+    cls: type[ReactiveState] = Notes,
+    ttl: float | None = None,
+    **options: Any,
 ) -> Starlette:
     async def page(request: Request) -> PlainTextResponse:
         notes = use_state(request, cls)
@@ -75,6 +83,7 @@ def make_app(
         {cls: {"scope": StateScope.RECORD, "auto_persist": True, "ttl": ttl}},
         routes=[Route("/lists/{id}", page)],
         persistence=persistence,
+        **options,
     )
 
 
@@ -109,17 +118,24 @@ def test_failed_event_is_not_written(database_url: str) -> None:
         assert client.get("/lists/a").text == "1|keep"
 
 
-def test_each_save_bumps_the_row_version(database_url: str) -> None:
+def test_the_row_keeps_the_store_version_and_a_reload_takes_it_back(database_url: str) -> None:
+    """The row's version is the instance's version in the store, so an instance
+    loaded back after a restart goes on from it (pages need no resync)."""
     persistence = SQLPersistence(database_url)
-    with TestClient(make_app(persistence)) as client:
+    store = MemoryStore()
+    with TestClient(make_app(persistence, store=store)) as client:
         client.get("/lists/a")
         for line in "abc":
             fire(client, "/Notes/add?record_id=a", line=line)
+    kept = store.load_sync("record:Notes:a", Notes)
+    assert kept is not None and stored_version(kept) & 0xFFFFFFFF == 3  # three saves
     with persistence.engine.connect() as connection:
         version = connection.execute(
             text("SELECT version FROM faststate_states WHERE key = 'record:Notes:a'")
         ).scalar_one()
-    assert version == 3
+    assert version == stored_version(kept)
+    reloaded = SQLPersistence(database_url).load_sync("record:Notes:a", Notes)
+    assert reloaded is not None and stored_version(reloaded) == version
 
 
 def test_expired_rows_are_not_loaded_and_are_swept(database_url: str) -> None:
@@ -177,6 +193,34 @@ def test_auto_persist_without_persistence_is_a_clear_error() -> None:
         pytest.raises(RuntimeError, match="persistence"),
     ):
         client.get("/")
+
+
+async def _burst(persistence: SQLPersistence, records: int, warm: bool) -> tuple[list[int], int]:
+    """Statuses of ``records`` concurrent first events, and how many rows they left."""
+    transport = httpx.ASGITransport(make_app(persistence))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        if warm:
+            assert (await afire(client, "/Notes/add?record_id=warm", line="x")).status_code == 200
+        results = await asyncio.gather(
+            *(afire(client, f"/Notes/add?record_id=n{i}", line="x") for i in range(records))
+        )
+    with persistence.engine.connect() as connection:
+        written = connection.execute(
+            text("SELECT count(*) FROM faststate_states WHERE key LIKE 'record:Notes:n%'")
+        ).scalar_one()
+    await persistence.aclose()
+    return [result.status_code for result in results], written
+
+
+async def test_many_first_uses_at_once_create_the_table_once(database_url: str) -> None:
+    assert await _burst(SQLPersistence(database_url), 20, warm=False) == ([200] * 20, 20)
+
+
+async def test_more_concurrent_events_than_database_threads_are_all_written(
+    database_url: str,
+) -> None:
+    """A COMMIT never waits for a free thread behind writes that wait for its locks."""
+    assert await _burst(SQLPersistence(database_url), 100, warm=True) == ([200] * 100, 100)
 
 
 def test_unreachable_database_gives_503() -> None:

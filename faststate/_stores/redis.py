@@ -270,7 +270,16 @@ class _RenewedLease(Lease):
     reached, or this process too busy to renew in time).
     """
 
-    __slots__ = ("_limit", "_lock", "_lost", "_store", "_token", "_valid_until", "_watchdog")
+    __slots__ = (
+        "_limit",
+        "_lock",
+        "_loop",
+        "_lost",
+        "_store",
+        "_token",
+        "_valid_until",
+        "_watchdog",
+    )
 
     def __init__(self, store: RedisStore, lock: Lock, token: bytes, sent: float) -> None:
         self._store = store
@@ -281,11 +290,14 @@ class _RenewedLease(Lease):
         timeout = store.lock_timeout
         self._limit = float("inf") if timeout is None else sent + timeout
         self._lost = False
-        self._watchdog = asyncio.get_running_loop().create_task(self._renew())
+        # Kept: ``held`` is also asked from the database's worker thread, which
+        # has no running loop (a loop's clock can be read from any thread).
+        self._loop = asyncio.get_running_loop()
+        self._watchdog = self._loop.create_task(self._renew())
 
     @property
     def held(self) -> bool:
-        if not self._lost and asyncio.get_running_loop().time() >= self._valid_until:
+        if not self._lost and self._loop.time() >= self._valid_until:
             # Lost stays lost: a caller may have acted on it before a late renewal.
             self._lost = True
         return not self._lost

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from faststate import RedisStore
+from faststate import RedisStore, SQLPersistence, StateScope, live, use_state
+from tests.apps import state_app
 from tests.faults.support import PrivateRedis
-from tests.live import HEADERS, Stream, make_app, open_page
+from tests.live import HEADERS, Board, Stream, make_app, open_page
 from tests.support import run_server
 
 
@@ -54,3 +60,43 @@ async def test_open_pages_converge_after_redis_loses_its_data(private_redis: Pri
                 assert await _count_shown(stream, 1) == 1
                 await _bump(client)
                 assert await _count_shown(stream, 2) == 2
+
+
+def _persisted_board_app(store: RedisStore, database_url: str) -> Starlette:
+    async def page(request: Request) -> JSONResponse:
+        use_state(request, Board)
+        ((_, expression),) = live(request).items()
+        url = re.search(r'"(/_faststate/live\?t=[^"]+)"', expression)
+        assert url is not None
+        return JSONResponse({"url": url.group(1)})
+
+    return state_app(
+        {Board: {"scope": StateScope.GLOBAL, "auto_persist": True}},
+        routes=[Route("/page", page)],
+        store=store,
+        persistence=SQLPersistence(database_url),
+    )
+
+
+async def test_a_reload_from_the_database_keeps_versions_so_pages_just_go_on(
+    private_redis: PrivateRedis, postgres_url: str
+) -> None:
+    """Redis loses its data; the instance comes back from the database with its
+    version, so an open page gets the next change as a plain patch, not a resync."""
+    store = RedisStore(private_redis.url, prefix="faststate-live-reload:")
+    with run_server(_persisted_board_app(store, postgres_url)) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            for _ in range(3):
+                await _bump(client)
+            url = await open_page(client)
+            async with client.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
+                stream = Stream(response)
+                assert await _count_shown(stream, -1, within=1.0) in (None, 3)
+                private_redis.restart()
+                await asyncio.sleep(2.0)  # the broker is subscribed again by now
+                await _bump(client)  # loaded from the database at count 3, now 4
+                sse = await stream.next(10.0)
+                while "count" not in (sse.signals or {}).get("Board", {}):
+                    sse = await stream.next(10.0)
+                assert sse.signals == {"Board": {"count": 4}}  # a patch, not the whole state
+                assert sse.id is not None and int(sse.id) & 0xFFFFFFFF == 4  # the fourth save
