@@ -195,7 +195,17 @@ def _query(connection: HTTPConnection) -> dict[str, list[str]]:
     raw: bytes = connection.scope.get("query_string", b"")
     if not raw:
         return {}
-    return parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return parse_qs(text, keep_blank_values=True)
+    # Nothing escaped (the usual ``amount=1&record_id=42``): the same result
+    # as parse_qs without its unquoting, which costs more than the rest.
+    values: dict[str, list[str]] = {}
+    for pair in text.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            values.setdefault(name, []).append(value)
+    return values
 
 
 def event_spec(obj: Any) -> EventSpec | None:

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from faststate._address import Address
 from faststate._context import context_of
 from faststate._events import EventSpec, Redirect
-from faststate._guards import Refusal, guard_request, refusal_response
+from faststate._guards import VALUES_KEY, Refusal, guard_request, refusal_response
 from faststate._protocol import SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
 from faststate._resolve import address_for, authorize
@@ -66,7 +66,9 @@ def request_endpoint(registration: Registration, spec: EventSpec) -> Any:
 async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
     context = context_of(request)
     runtime = context.runtime
-    values = await guard_request(request, runtime)
+    values = request.scope.get(VALUES_KEY)  # the middleware guarded it (the usual case)
+    if values is None:
+        values = await guard_request(request, runtime)
     if isinstance(values, Refusal):
         return refusal_response(values)
     address = address_for(request, context, registration)
@@ -141,7 +143,7 @@ class EventRun:
         self, elements: Sequence[ElementPatch], patch: dict[str, Any], going: Redirect | None
     ) -> Response:
         protocol = self.address.protocol
-        text = protocol.format_elements(elements)
+        text = protocol.format_elements(elements) if elements else ""
         if patch:
             text += protocol.patch_signals({self.address.namespace: patch})
         if going is not None:  # last: the page applies the changes, then leaves

@@ -180,7 +180,10 @@ class Transaction:
             if not self._done:
                 self.rollback()
         finally:
-            await self._release(exc_type, exc, traceback)
+            if len(self._held) == 1:  # one lock: no coroutine of our own for it
+                await self._held.pop()[0].__aexit__(exc_type, exc, traceback)
+            else:
+                await self._release(exc_type, exc, traceback)
 
     def step(self) -> list[dict[str, Any]]:
         """What changed since the last step, per instance; tracking goes on."""
@@ -210,6 +213,17 @@ class Transaction:
         runtime = self.runtime
         store = runtime.store
         self._check_leases()
+        if len(self.addresses) == 1 and not self.addresses[0].registration.config.auto_persist:
+            # The common event: one instance, no database.  The same steps as
+            # below without the bookkeeping they need for several.
+            address, state = self.addresses[0], self.states[0]
+            await store.save(address.key, state, runtime.ttl_for(address.registration.config))
+            self._done = True
+            patch = self._shown[0]
+            if (patch or elements) and runtime.broker.reaches(address.key):
+                change = Change(address.key, stored_version(state), patch, tuple(elements))
+                await runtime.broker.publish(change)
+            return
         ttls = [runtime.ttl_for(address.registration.config) for address in self.addresses]
         pending = await self._write_rows(ttls)
         saved: list[int] = []
@@ -291,6 +305,14 @@ class Transaction:
         return corrections
 
     def _diff(self) -> list[dict[str, Any]]:
+        if len(self.states) == 1:
+            state = self.states[0]
+            end_tracking(state)
+            patch = diff_tracked(state, self._trackers[0], checkpoint=True)
+            if patch:
+                shown = self._shown[0]
+                self._shown[0] = compose_patches(shown, patch) if shown else patch
+            return [patch]
         patches = []
         for position, (state, tracker) in enumerate(
             zip(self.states, self._trackers, strict=True)
