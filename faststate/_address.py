@@ -50,16 +50,10 @@ class Address:
         root_path: str = "",
     ) -> Address:
         scope = registration.config.scope
-        name = registration.name
-        return cls(
-            registration,
-            scope_id,
-            session,
-            instance_key(scope, name, scope_id, session),
-            namespace(name, scope, scope_id),
-            protocol,
-            root_path,
-        )
+        name = registration.cls.__name__
+        key = instance_key(scope, name, scope_id, session)
+        space = namespace(name, scope, scope_id)
+        return cls(registration, scope_id, session, key, space, protocol, root_path)
 
     @property
     def scope(self) -> StateScope:

@@ -138,7 +138,7 @@ class Transaction:
     def __init__(self, runtime: Runtime, addresses: Sequence[Address]) -> None:
         self.runtime = runtime
         if len(addresses) == 1:
-            self.addresses = list(addresses)
+            self.addresses = [addresses[0]]
         else:
             unique: dict[str, Address] = {}
             for address in addresses:
@@ -156,7 +156,20 @@ class Transaction:
         runtime = self.runtime
         store = runtime.store
         addresses = self.addresses
-        order = addresses if len(addresses) == 1 else sorted(addresses, key=_by_key)
+        if len(addresses) == 1:  # the common event, in as few steps as it takes
+            address = addresses[0]
+            lock = store.lock(address.key)
+            self._held.append((lock, await lock.__aenter__(), address.key))
+            try:
+                state = await load(runtime, address)
+            except BaseException as exc:
+                await self._release(type(exc), exc, exc.__traceback__)
+                raise
+            self.states = [state]
+            self._trackers = [begin_tracking(state)]
+            self._shown = [{}]
+            return self
+        order = sorted(addresses, key=_by_key)
         try:
             for address in order:
                 lock = store.lock(address.key)
