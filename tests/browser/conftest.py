@@ -260,6 +260,21 @@ def serve() -> Iterator[Callable[[Any], str]]:
         yield _serve
 
 
+@pytest.fixture(scope="module")
+def site(serve: Callable[[Any], str], request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``site(protocol) -> base_url`` of the test module's ``make_app(protocol)``,
+    one server per protocol, started on first use."""
+    make_app = request.module.make_app
+    urls: dict[str, str] = {}
+
+    def base_url(protocol: str) -> str:
+        if protocol not in urls:
+            urls[protocol] = serve(make_app(protocol))
+        return urls[protocol]
+
+    return base_url
+
+
 # --------------------------------------------------------------------------- #
 # browser, contexts, pages
 # --------------------------------------------------------------------------- #

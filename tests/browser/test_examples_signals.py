@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -113,18 +112,6 @@ def make_app(protocol: str) -> FastHTML:
 
     return app
 
-
-@pytest.fixture(scope="module")
-def site(serve) -> Callable[[str], str]:
-    """``site(protocol) -> base_url``: one server per protocol, started on first use."""
-    urls: dict[str, str] = {}
-
-    def base_url(protocol: str) -> str:
-        if protocol not in urls:
-            urls[protocol] = serve(make_app(protocol))
-        return urls[protocol]
-
-    return base_url
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -88,17 +87,6 @@ def make_app(protocol: str) -> FastHTML:
 
     return app
 
-
-@pytest.fixture(scope="module")
-def site(serve) -> Callable[[str], str]:  # type: ignore[no-untyped-def]
-    urls: dict[str, str] = {}
-
-    def base_url(protocol: str) -> str:
-        if protocol not in urls:
-            urls[protocol] = serve(make_app(protocol))
-        return urls[protocol]
-
-    return base_url
 
 
 @pytest.mark.parametrize("button", ["finish", "leave"])
