@@ -161,8 +161,8 @@ def bytes_per_session(count: int) -> dict[str, float]:
 def fanout_inprocess(subscribers: int, rounds: int) -> dict[str, float]:
     async def once() -> float:
         from faststate import FastStateMiddleware, LocalBroker
-        from faststate._live.broker import Change
         from faststate._address import Address
+        from faststate._live.broker import Change
         from faststate._live.streams import LiveStream
 
         app = apps.faststate_app()
