@@ -440,3 +440,16 @@ def test_merge_mode_morph_is_alias_of_outer() -> None:
 
     spec = event_spec(Morph.go)
     assert spec is not None and spec.mode == "outer"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [b"amount=1", b"a=1&b=2&a=3", b"a=&b", b"a", b"&&a=1&", b"x=1=2", b"a=%20b&c=+", b"=v"],
+)
+def test_query_values_are_read_as_the_standard_parser_reads_them(query: bytes) -> None:
+    from urllib.parse import parse_qs
+
+    from faststate._events import _query
+
+    request = Request({"type": "http", "query_string": query, "headers": []})
+    assert _query(request) == parse_qs(query.decode("latin-1"), keep_blank_values=True)

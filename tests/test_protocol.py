@@ -122,3 +122,24 @@ def test_v1_event_id_and_attributes() -> None:
 def test_unknown_protocol_is_refused() -> None:
     with pytest.raises(ValueError, match="v1"):
         get_protocol("v2")
+
+
+@pytest.mark.parametrize(
+    ("trigger", "v1", "beta"),
+    [
+        ("click", "data-on:click", "data-on-click"),
+        ("click__debounce.300ms", "data-on:click__debounce.300ms", "data-on-click__debounce.300ms"),
+        ("load", "data-init", "data-on-load"),
+        ("init", "data-init", "data-on-load"),
+        ("interval", "data-on-interval", "data-on-interval"),
+        ("interval__duration.5s", "data-on-interval__duration.5s", "data-on-interval__duration.5s"),
+        ("intersect__once", "data-on-intersect__once", "data-on-intersect__once"),
+    ],
+)
+def test_datastar_triggers_are_spelled_as_each_client_expects(
+    trigger: str, v1: str, beta: str
+) -> None:
+    """Datastar 1.0 has its own attributes for its triggers; ``data-on:interval``
+    would wait for a DOM event that never comes (checked in Chromium too)."""
+    assert get_protocol("v1").on_attribute(trigger) == v1
+    assert get_protocol("beta").on_attribute(trigger) == beta
