@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from faststate._app import FastStateApp, StateApp, register_state
 from faststate._events import event, redirect
-from faststate._helpers import action, on, ref, signal_name, signals, text
+from faststate._helpers import action, bind, on, ref, signal_name, signals, text
 from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
 from faststate._live.streams import live
@@ -21,7 +21,7 @@ from faststate._middleware import FastStateMiddleware
 from faststate._resolve import ause_state, use_state
 from faststate._scopes import StateConfig, StateScope
 from faststate._sessions import rotate_session
-from faststate._state import ReactiveState
+from faststate._state import Bindable, ReactiveState
 from faststate._stores.base import StaleState, StateStore, StoreUnavailable
 from faststate._stores.memory import MemoryStore
 
@@ -51,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Bindable",
     "Broker",
     "FastStateApp",
     "FastStateMiddleware",
@@ -68,6 +69,7 @@ __all__ = [
     "StoreUnavailable",
     "action",
     "ause_state",
+    "bind",
     "event",
     "live",
     "mutate",

@@ -14,14 +14,16 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar, overload
+from functools import cache
+from typing import Annotated, Any, Final, Literal, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
 
 from faststate._guards import FormFields
 from faststate._protocol import PATCH_MODES, PatchMode
+from faststate._state import bindable_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 EventKind = Literal["sync", "async", "generator", "async_generator"]
@@ -188,6 +190,32 @@ def event(
         return target
 
     return decorate(func) if func is not None else decorate
+
+
+def bound_values(
+    cls: type[BaseModel], namespace: str, values: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[BindError]]:
+    """The page's values of ``cls``'s ``Bindable`` fields in an event's signals,
+    validated with each field's type; errors name the field."""
+    fields = bindable_fields(cls)
+    sent = values.get(namespace) if fields and not isinstance(values, FormFields) else None
+    if not isinstance(sent, dict):
+        return {}, []
+    bound: dict[str, Any] = {}
+    errors: list[BindError] = []
+    for name in fields.intersection(sent):
+        try:
+            bound[name] = _field_adapter(cls, name).validate_python(sent[name])
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            errors.append(BindError(name, first["msg"], first["type"]))
+    return bound, errors
+
+
+@cache
+def _field_adapter(cls: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    info = cls.__pydantic_fields__[name]
+    return TypeAdapter(Annotated[info.annotation, *info.metadata])
 
 
 def _query(connection: HTTPConnection) -> dict[str, list[str]]:

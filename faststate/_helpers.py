@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from faststate._events import EventSpec, event_spec
-from faststate._state import ReactiveState, placement_of, signal_attributes
+from faststate._state import ReactiveState, bindable_fields, placement_of, signal_attributes
 
 
 def signal_name(state: ReactiveState) -> str:
@@ -28,6 +28,20 @@ def ref(state: ReactiveState, name: str) -> str:
     if field is None and name not in cls.model_computed_fields:
         raise AttributeError(f"{cls.__name__} has no public field {name!r}")
     return f"${signal_name(state)}.{name}"
+
+
+def bind(state: ReactiveState, name: str) -> dict[str, str]:
+    """``{"data-bind": "Namespace.field"}``: an input bound two-way to a ``Bindable`` field.
+
+    What the user types travels with the instance's next event, validated
+    with the field's type; what the server sets shows in the input.
+    """
+    if name not in bindable_fields(type(state)):
+        raise TypeError(
+            f"{type(state).__name__}.{name} is not Bindable: declare it "
+            f"`{name}: Bindable[...]` to let the page write it"
+        )
+    return {"data-bind": f"{signal_name(state)}.{name}"}
 
 
 def text(state: ReactiveState, name: str) -> dict[str, str]:
@@ -47,7 +61,9 @@ def action(method: Callable[..., Any], **params: Any) -> str:
     same name.
     """
     state, spec, url = _event_target(method, params)
-    return placement_of(state).protocol.fetch_action(spec.method, url, signal_name(state))
+    return placement_of(state).protocol.fetch_action(
+        spec.method, url, signal_name(state), bindable_fields(type(state))
+    )
 
 
 def event_url(method: Callable[..., Any], **params: Any) -> str:

@@ -106,11 +106,18 @@ class Dialect:
         """An ``@get(...)`` expression holding a live stream open, reconnecting when it drops."""
         raise NotImplementedError
 
-    def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
+    def fetch_action(
+        self,
+        method: str,
+        url: str,
+        own_namespace: str | None = None,
+        bindable: Iterable[str] = (),
+    ) -> str:
         """An ``@post(...)`` expression that is sent once and never re-sent.
 
         ``own_namespace`` names signals the server never reads (the state's
-        own copy on the page); clients that can filter leave them out.
+        own copy on the page) but for its ``bindable`` fields; clients that
+        can filter leave the rest out.
         """
         raise NotImplementedError
 
@@ -161,12 +168,22 @@ class DatastarV1(Dialect):
         )
         return expression
 
-    def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
+    def fetch_action(
+        self,
+        method: str,
+        url: str,
+        own_namespace: str | None = None,
+        bindable: Iterable[str] = (),
+    ) -> str:
         # The client's default filter drops signals starting with "_"; an
         # explicit filter replaces it, so it is repeated here.
         exclude = r"(^|\.)_"
         if own_namespace:
-            exclude += rf"|^{own_namespace}(\.|$)"
+            kept = "|".join(sorted(bindable))
+            if kept:  # every path of the namespace but its bindable fields
+                exclude += rf"|^{own_namespace}(\.(?!(?:{kept})$)|$)"
+            else:
+                exclude += rf"|^{own_namespace}(\.|$)"
         build = getattr(action_generator, method)
         expression: str = build(url, retry="never", exclude_signals=exclude)
         return expression
@@ -248,8 +265,15 @@ class DatastarBeta(Dialect):
         # beta.11 reconnects after errors only, with backoff.
         return f"@get({dump_json(url)}, {{retryMaxCount: 1000}})"
 
-    def fetch_action(self, method: str, url: str, own_namespace: str | None = None) -> str:
-        # beta.11 cannot filter signals; retryMaxCount 0 stops silent re-sends.
+    def fetch_action(
+        self,
+        method: str,
+        url: str,
+        own_namespace: str | None = None,
+        bindable: Iterable[str] = (),
+    ) -> str:
+        # beta.11 cannot filter signals (the server reads only what it may);
+        # retryMaxCount 0 stops silent re-sends.
         return f"@{method}({dump_json(url)}, {{retryMaxCount: 0}})"
 
 

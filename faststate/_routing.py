@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from faststate._address import Address
 from faststate._context import context_of
-from faststate._events import EventSpec, Redirect
+from faststate._events import EventSpec, Redirect, bound_values
 from faststate._guards import VALUES_KEY, Refusal, guard_request, refusal_response
 from faststate._protocol import SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
@@ -75,12 +75,14 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     if registration.config.authorize is not None:
         await authorize(request, address)
     kwargs, errors = spec.bind(request, values)
+    bound, field_errors = bound_values(registration.cls, address.namespace, values)
+    errors += field_errors
     if errors:
         return JSONResponse(
             {"detail": "invalid event parameters", "errors": [e.as_dict() for e in errors]},
             status_code=422,
         )
-    run = EventRun(runtime=context.runtime, address=address, spec=spec, kwargs=kwargs)
+    run = EventRun(runtime=context.runtime, address=address, spec=spec, kwargs=kwargs, bound=bound)
     try:
         if spec.kind in ("generator", "async_generator"):
             return await run.streamed()
@@ -98,15 +100,23 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 class EventRun:
     """One event on its instance, run in a transaction."""
 
-    __slots__ = ("address", "kwargs", "runtime", "spec")
+    __slots__ = ("address", "bound", "kwargs", "runtime", "spec")
 
     def __init__(
-        self, *, runtime: Runtime, address: Address, spec: EventSpec, kwargs: dict[str, Any]
+        self,
+        *,
+        runtime: Runtime,
+        address: Address,
+        spec: EventSpec,
+        kwargs: dict[str, Any],
+        bound: dict[str, Any],
     ) -> None:
         self.runtime = runtime
         self.address = address
         self.spec = spec
         self.kwargs = kwargs
+        #: The page's values of the instance's ``Bindable`` fields, validated.
+        self.bound = bound
 
     @property
     def label(self) -> str:
@@ -118,6 +128,7 @@ class EventRun:
         async with Transaction(self.runtime, (self.address,)) as tx:
             state = tx.states[0]
             try:
+                self._apply_bound(state)
                 if spec.kind == "async":
                     result = await spec.func(state, **self.kwargs)
                 elif spec.thread:
@@ -174,6 +185,7 @@ class EventRun:
             elements: list[ElementPatch] = []
             try:
                 going: Redirect | None = None
+                self._apply_bound(tx.states[0])
                 async for item in self._steps(tx.states[0]):
                     step_elements, step_going = self._results(item)
                     going = step_going or going
@@ -208,6 +220,11 @@ class EventRun:
                 return
         if last:
             yield last
+
+    def _apply_bound(self, state: ReactiveState) -> None:
+        # Inside the transaction: tracked, saved and rolled back with the event.
+        for name, value in self.bound.items():
+            setattr(state, name, value)
 
     async def _steps(self, state: ReactiveState) -> AsyncIterator[Any]:
         if self.spec.kind == "async_generator":

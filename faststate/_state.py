@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Protocol, TypeAlias, TypeVar
 
 from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field, SQLModel
@@ -64,6 +65,36 @@ class _Unplaced:
     protocol: Dialect
     url_prefix: str = ""
     client_param: tuple[str, str] | None = None
+
+
+class _BindableMarker:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Bindable"
+
+
+_BINDABLE: Final = _BindableMarker()
+T = TypeVar("T")
+
+Bindable: TypeAlias = Annotated[T, _BINDABLE]
+"""``email: Bindable[str] = ""``: a public field the page may write (two-way binding).
+
+With each event of its instance, the page's value of a bindable field is sent
+along, validated with the field's type, and applied before the method runs,
+inside the event's transaction.  Every other field stays server-owned: what
+the page holds of it is never read.
+"""
+
+
+@cache
+def bindable_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``cls`` declared ``Bindable[...]``."""
+    return frozenset(
+        name
+        for name, info in cls.__pydantic_fields__.items()
+        if any(item is _BINDABLE for item in info.metadata)
+    )
 
 
 class ReadOnlyState(AttributeError):

@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fasthtml.common import Button, Div, FastHTML, P, Span, Titled
+from fasthtml.common import Button, Div, FastHTML, Input, P, Span, Titled
 from starlette.responses import RedirectResponse
 
 from faststate import (
+    Bindable,
     FastStateMiddleware,
     ReactiveState,
     StateScope,
+    bind,
     event,
     on,
     redirect,
@@ -38,6 +40,16 @@ class Clock(ReactiveState):
         self.loads += 1
 
 
+class Form(ReactiveState):
+    email: Bindable[str] = ""
+    seen: str = "nothing yet"
+
+    @event
+    def submit(self) -> None:
+        self.seen = f"got {self.email}"
+        self.email = self.email.strip().lower()
+
+
 class Wizard(ReactiveState):
     step: str = "start"
 
@@ -57,6 +69,18 @@ def make_app(protocol: str) -> FastHTML:
     app.add_middleware(FastStateMiddleware, protocol=protocol, secret_key="browser-helpers")
     register_state(app, Clock, scope=StateScope.SESSION)
     register_state(app, Wizard, scope=StateScope.SESSION)
+    register_state(app, Form, scope=StateScope.SESSION)
+
+    @app.route("/form")
+    def form(req):  # type: ignore[no-untyped-def]
+        state = use_state(req, Form)
+        return Titled(
+            "Form",
+            state,
+            Input(**bind(state, "email"), id="email"),
+            Button("send", **on("click", state.submit), id="send"),
+            P(Span(**text(state, "seen"), id="seen")),
+        )
 
     @app.route("/wizard")
     def wizard(req):  # type: ignore[no-untyped-def]
@@ -87,6 +111,25 @@ def make_app(protocol: str) -> FastHTML:
 
     return app
 
+
+
+def test_a_bound_input_reaches_the_server_and_back(  # type: ignore[no-untyped-def]
+    protocol: str, site, new_context, page_errors
+) -> None:
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/form")
+    expect(page.locator("#seen")).to_have_text("nothing yet")
+    page.fill("#email", "  Ada@Example.ORG ")
+    page.click("#send")
+    expect(page.locator("#seen")).to_have_text("got   Ada@Example.ORG ")
+    # The server's own change to the field shows in the input.
+    expect(page.locator("#email")).to_have_value("ada@example.org")
+    page.reload()
+    expect(page.locator("#email")).to_have_value("ada@example.org")
+    assert page_errors(page) == []
+    page.close()
 
 
 @pytest.mark.parametrize("button", ["finish", "leave"])
