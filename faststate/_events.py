@@ -40,6 +40,12 @@ class BindError:
     msg: str
     type: str
 
+    @classmethod
+    def of(cls, param: str, exc: ValidationError) -> BindError:
+        """The first error pydantic found, never echoing the input."""
+        first = exc.errors(include_url=False, include_input=False)[0]
+        return cls(param, first["msg"], first["type"])
+
     def as_dict(self) -> dict[str, str]:
         return {"param": self.param, "msg": self.msg, "type": self.type}
 
@@ -103,8 +109,7 @@ class EventSpec:
             try:
                 kwargs[param.name] = param.adapter.validate_python(raw)
             except ValidationError as exc:
-                first = exc.errors(include_url=False, include_input=False)[0]
-                errors.append(BindError(param.name, first["msg"], first["type"]))
+                errors.append(BindError.of(param.name, exc))
         return kwargs, errors
 
 
@@ -207,8 +212,7 @@ def bound_values(
         try:
             bound[name] = _field_adapter(cls, name).validate_python(sent[name])
         except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            errors.append(BindError(name, first["msg"], first["type"]))
+            errors.append(BindError.of(name, exc))
     return bound, errors
 
 
