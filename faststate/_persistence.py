@@ -1,8 +1,8 @@
 """Durable state through SQLAlchemy (SQLModel's engine): SQLite or PostgreSQL.
 
-One row per instance key holds the class name, the JSON the codec writes, a
-the instance's version in the store, and the expiry.  Expired rows are never loaded and
-are swept now and then.
+One row per instance key holds the class name, the JSON the codec writes,
+the instance's version in the store, and the expiry.  Expired rows are never
+loaded and are swept now and then.
 
 Every database call is bounded by ``timeout``.  The driver's own limits end a
 database that refuses or is slow (PostgreSQL's connect, statement and
