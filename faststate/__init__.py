@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from faststate._app import FastStateApp, StateApp, register_state
+from faststate._errors import Invalid
 from faststate._events import event, redirect
-from faststate._helpers import action, bind, on, ref, signal_name, signals, text
+from faststate._helpers import action, bind, error, on, ref, signal_name, signals, text
 from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
 from faststate._live.streams import live
@@ -55,6 +56,7 @@ __all__ = [
     "Broker",
     "FastStateApp",
     "FastStateMiddleware",
+    "Invalid",
     "LocalBroker",
     "MemoryStore",
     "ReactiveState",
@@ -70,6 +72,7 @@ __all__ = [
     "action",
     "ause_state",
     "bind",
+    "error",
     "event",
     "live",
     "mutate",

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
 
+from faststate._errors import BindError
 from faststate._guards import FormFields
 from faststate._protocol import PATCH_MODES, PatchMode
 from faststate._state import bindable_fields
@@ -32,22 +33,6 @@ EVENT_ATTRIBUTE: Final = "__faststate_event__"
 EVENT_METHODS: Final = frozenset(("post", "put", "patch", "delete"))
 _NO_DEFAULT: Final = inspect.Parameter.empty
 _SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
-
-
-@dataclass(frozen=True)
-class BindError:
-    param: str
-    msg: str
-    type: str
-
-    @classmethod
-    def of(cls, param: str, exc: ValidationError) -> BindError:
-        """The first error pydantic found, never echoing the input."""
-        first = exc.errors(include_url=False, include_input=False)[0]
-        return cls(param, first["msg"], first["type"])
-
-    def as_dict(self) -> dict[str, str]:
-        return {"param": self.param, "msg": self.msg, "type": self.type}
 
 
 @dataclass
@@ -109,7 +94,7 @@ class EventSpec:
             try:
                 kwargs[param.name] = param.adapter.validate_python(raw)
             except ValidationError as exc:
-                errors.append(BindError.of(param.name, exc))
+                errors.extend(BindError.all(param.name, exc))
         return kwargs, errors
 
 
@@ -212,7 +197,7 @@ def bound_values(
         try:
             bound[name] = _field_adapter(cls, name).validate_python(sent[name])
         except ValidationError as exc:
-            errors.append(BindError.of(name, exc))
+            errors.extend(BindError.all(name, exc))
     return bound, errors
 
 

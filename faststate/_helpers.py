@@ -10,7 +10,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from faststate._errors import GENERAL
 from faststate._events import EventSpec, event_spec
+from faststate._protocol import ERRORS_SIGNAL, dump_json
 from faststate._state import ReactiveState, bindable_fields, placement_of, signal_attributes
 
 
@@ -42,6 +44,21 @@ def bind(state: ReactiveState, name: str) -> dict[str, str]:
             f"`{name}: Bindable[...]` to let the page write it"
         )
     return {"data-bind": f"{signal_name(state)}.{name}"}
+
+
+def error(state: ReactiveState, name: str | None = None) -> dict[str, str]:
+    """``data-text`` and ``data-show`` of the message the page shows for ``name``.
+
+    ``error(signup, "email")`` shows why the last event refused the email
+    (an invalid bindable value or parameter, or ``Invalid(email=...)``) and
+    is hidden otherwise; nested parameters use dotted names
+    (``"address.zip"``).  ``error(signup)`` shows a message naming no field:
+    ``Invalid("...")``, or that the event failed.  The next accepted event
+    of the instance clears them.
+    """
+    messages = f"JSON.parse(${signal_name(state)}.{ERRORS_SIGNAL} || '{{}}')"
+    message = f"({messages}[{dump_json(name or GENERAL)}] || '')"
+    return {"data-text": message, "data-show": f"!!{message}"}
 
 
 def text(state: ReactiveState, name: str) -> dict[str, str]:

@@ -22,6 +22,9 @@ PatchMode = Literal["outer", "inner", "replace", "prepend", "append", "before", 
 PATCH_MODES: Final = frozenset(
     ("outer", "inner", "replace", "prepend", "append", "before", "after", "remove")
 )
+#: The client-only signal, under an instance's namespace, holding the
+#: errors the page shows for it (see ``faststate._errors``).
+ERRORS_SIGNAL: Final = "_errors"
 #: Cache-Control, Content-Type and X-Accel-Buffering, as datastar-py sends them.
 SSE_HEADERS: Final[dict[str, str]] = dict(_DATASTAR_SSE_HEADERS)
 
@@ -184,6 +187,8 @@ class DatastarV1(Dialect):
                 exclude += rf"|^{own_namespace}(\.(?!(?:{kept})$)|$)"
             else:
                 exclude += rf"|^{own_namespace}(\.|$)"
+            # ...and the errors it shows, so that an accepted event clears them.
+            exclude = rf"^(?!{own_namespace}\.{ERRORS_SIGNAL}$)(?:{exclude})"
         build = getattr(action_generator, method)
         expression: str = build(url, retry="never", exclude_signals=exclude)
         return expression
@@ -273,8 +278,10 @@ class DatastarBeta(Dialect):
         bindable: Iterable[str] = (),
     ) -> str:
         # beta.11 cannot filter signals (the server reads only what it may);
-        # retryMaxCount 0 stops silent re-sends.
-        return f"@{method}({dump_json(url)}, {{retryMaxCount: 0}})"
+        # retryMaxCount 0 stops silent re-sends.  Local signals ("_") go too
+        # when the instance's errors may be among them.
+        local = ", includeLocal: true" if own_namespace else ""
+        return f"@{method}({dump_json(url)}, {{retryMaxCount: 0{local}}})"
 
 
 def _sse(event_type: str, data_lines: list[str], event_id: str | None) -> str:

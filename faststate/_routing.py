@@ -15,14 +15,23 @@ from typing import Any, ClassVar, Final
 from anyio import to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from faststate._address import Address
 from faststate._context import context_of
+from faststate._diff import dump_fields
+from faststate._errors import (
+    FAILED_MESSAGE,
+    GENERAL,
+    Invalid,
+    errors_shown,
+    errors_signal,
+    messages_of,
+)
 from faststate._events import EventSpec, Redirect, bound_values
 from faststate._guards import VALUES_KEY, Refusal, guard_request, refusal_response
-from faststate._protocol import SSE_HEADERS, ElementPatch, to_html
+from faststate._protocol import ERRORS_SIGNAL, SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
 from faststate._resolve import address_for, authorize
 from faststate._runtime import Runtime
@@ -33,8 +42,9 @@ from faststate._transaction import Transaction
 logger = logging.getLogger("faststate")
 
 _STOP: Final = object()
-#: Errors that are answered as themselves (4xx, 409, 503), never as "event failed".
+#: Errors answered with their own status (4xx, 409, 503), never as "event failed".
 _ANSWERED: Final = (HTTPException, StoreUnavailable, StaleState)
+_FAILED: Final = {GENERAL: FAILED_MESSAGE}
 
 
 class EventEndpoint:
@@ -77,18 +87,20 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     kwargs, errors = spec.bind(request, values)
     bound, field_errors = bound_values(registration.cls, address.namespace, values)
     errors += field_errors
-    if errors:
-        return JSONResponse(
-            {"detail": "invalid event parameters", "errors": [e.as_dict() for e in errors]},
-            status_code=422,
-        )
-    run = EventRun(runtime=context.runtime, address=address, spec=spec, kwargs=kwargs, bound=bound)
+    if errors:  # the event does not run; the page says why
+        return SSEResponse(refusal(address, messages_of(errors)))
+    run = EventRun(
+        runtime=context.runtime,
+        address=address,
+        spec=spec,
+        kwargs=kwargs,
+        bound=bound,
+        clear_errors=errors_shown(values, address.namespace),
+    )
     try:
         if spec.kind in ("generator", "async_generator"):
             return await run.streamed()
         return await run.once()
-    except _Failed:
-        return PlainTextResponse("event failed", 500)
     except StoreUnavailable as exc:
         logger.error("faststate: store unavailable during %s: %s", run.label, exc)
         return PlainTextResponse("state store unavailable, try again", 503)
@@ -100,7 +112,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 class EventRun:
     """One event on its instance, run in a transaction."""
 
-    __slots__ = ("address", "bound", "kwargs", "runtime", "spec")
+    __slots__ = ("address", "bound", "clear_errors", "kwargs", "runtime", "spec")
 
     def __init__(
         self,
@@ -110,6 +122,7 @@ class EventRun:
         spec: EventSpec,
         kwargs: dict[str, Any],
         bound: dict[str, Any],
+        clear_errors: bool = False,
     ) -> None:
         self.runtime = runtime
         self.address = address
@@ -117,6 +130,8 @@ class EventRun:
         self.kwargs = kwargs
         #: The page's values of the instance's ``Bindable`` fields, validated.
         self.bound = bound
+        #: The page shows errors of this instance, which an accepted event clears.
+        self.clear_errors = clear_errors
 
     @property
     def label(self) -> str:
@@ -141,13 +156,15 @@ class EventRun:
                 if isinstance(result, Response) and going is None:
                     response = result
                 else:
-                    response = self._answer(elements, patch, going)
+                    response = self._answer(elements, self._for_caller(state, patch), going)
                 await tx.commit(elements if spec.broadcast else ())
             except _ANSWERED:
                 raise
+            except Invalid as exc:
+                return SSEResponse(refusal(self.address, exc.messages))
             except Exception:
                 logger.exception("faststate: event %s failed; state rolled back", self.label)
-                return PlainTextResponse("event failed", 500)
+                return SSEResponse(refusal(self.address, _FAILED))
         return response
 
     def _answer(
@@ -163,12 +180,35 @@ class EventRun:
             return Response(status_code=204)
         return SSEResponse(text)
 
-    async def streamed(self) -> Response:
-        """A generator event's answer: its first step decides the status.
+    def _for_caller(self, state: ReactiveState, patch: dict[str, Any]) -> dict[str, Any]:
+        """The event's first patch as the page that sent it needs it.
 
-        Until something was sent, a failure is answered as such (500, 503,
-        409, 4xx); once the page has been shown progress, a failure sends it
-        the patch that takes that progress back.
+        ``patch`` is what changed in the store, which live pages get.  The
+        caller already shows what it typed into bindable fields: those are
+        sent back only where the event changed them (an input cleared after
+        a message was accepted).  Errors the page shows are cleared.
+        """
+        if not self.bound and not self.clear_errors:
+            return patch
+        answer = dict(patch)  # ``patch`` itself goes to live pages
+        if self.bound:
+            values = state.__dict__
+            changed = {name for name, value in self.bound.items() if values.get(name) != value}
+            for name in self.bound.keys() - changed:
+                answer.pop(name, None)
+            if changed:
+                answer.update(dump_fields(state, values, changed))
+        if self.clear_errors:
+            answer[ERRORS_SIGNAL] = ""
+        return answer
+
+    async def streamed(self) -> Response:
+        """A generator event's answer, streamed step by step.
+
+        Until something was sent, a store failure is answered as such (503,
+        409); once the page has been shown progress, a failure sends it the
+        patch that takes that progress back.  A refusal (``Invalid``) or a
+        failure of the event's own code shows on the page either way.
         """
         chunks = self._stream()
         try:
@@ -183,13 +223,17 @@ class EventRun:
         sent = False
         async with Transaction(self.runtime, (self.address,)) as tx:
             elements: list[ElementPatch] = []
+            first = True
             try:
                 going: Redirect | None = None
-                self._apply_bound(tx.states[0])
-                async for item in self._steps(tx.states[0]):
+                state = tx.states[0]
+                self._apply_bound(state)
+                async for item in self._steps(state):
                     step_elements, step_going = self._results(item)
                     going = step_going or going
                     (patch,) = tx.step()
+                    if first:
+                        patch, first = self._for_caller(state, patch), False
                     elements.extend(step_elements)
                     text = protocol.format_elements(step_elements)
                     if patch:
@@ -199,6 +243,8 @@ class EventRun:
                         sent = True
                         yield chunk
                 (patch,) = tx.finish()
+                if first:
+                    patch = self._for_caller(state, patch)
                 last_text = protocol.patch_signals({namespace: patch}) if patch else ""
                 if going is not None:
                     last_text += protocol.redirect(going.url)
@@ -206,17 +252,21 @@ class EventRun:
                 await tx.commit(elements if self.spec.broadcast else ())
             except Exception as exc:
                 (correction,) = tx.rollback()
-                if not sent:
-                    if isinstance(exc, _ANSWERED):
+                if isinstance(exc, _ANSWERED):
+                    if not sent:
                         raise
-                    logger.exception("faststate: event %s failed; state rolled back", self.label)
-                    raise _Failed from exc
-                if isinstance(exc, StoreUnavailable | StaleState):
                     logger.error("faststate: %s not completed: %s", self.label, exc)
+                    messages = _FAILED
+                elif isinstance(exc, Invalid):
+                    messages = exc.messages
                 else:
                     logger.exception("faststate: event %s failed; state rolled back", self.label)
-                if correction:  # undo on the page what this stream already showed
-                    yield protocol.patch_signals({namespace: correction}).encode()
+                    messages = _FAILED
+                # What this stream already showed is undone on the page, but
+                # for what the user typed, which stays for them to correct.
+                for name in self.bound:
+                    correction.pop(name, None)
+                yield refusal(self.address, messages, correction).encode()
                 return
         if last:
             yield last
@@ -265,10 +315,6 @@ class EventRun:
         return elements, going
 
 
-class _Failed(Exception):
-    """An event raised before anything was sent: answered 500 (details in the log)."""
-
-
 async def _resumed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     yield first
     async for chunk in rest:
@@ -287,3 +333,12 @@ class SSEResponse(Response):
         self.background = None
         self.body = text.encode()  # may fail (a lone surrogate): before the commit
         self.raw_headers = [*self._HEADERS, (b"content-length", str(len(self.body)).encode())]
+
+
+def refusal(
+    address: Address, messages: dict[str, str], correction: dict[str, Any] | None = None
+) -> str:
+    """The event stream showing why an event was refused (after undoing ``correction``)."""
+    patch = dict(correction) if correction else {}
+    patch[ERRORS_SIGNAL] = errors_signal(messages)
+    return address.protocol.patch_signals({address.namespace: patch})

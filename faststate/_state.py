@@ -20,7 +20,7 @@ from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field, SQLModel
 
 from faststate._diff import dump_fields, dump_public, is_plain, merge_diff, plain_fields
-from faststate._protocol import Dialect, dump_json, get_protocol
+from faststate._protocol import ERRORS_SIGNAL, Dialect, dump_json, get_protocol
 
 if TYPE_CHECKING:
     from fastcore.xml import FT
@@ -236,7 +236,9 @@ def public_state(state: ReactiveState) -> dict[str, Any]:
 
 def signal_attributes(state: ReactiveState) -> dict[str, str]:
     namespace = placement_of(state).namespace
-    return {"data-signals": dump_json({namespace: public_state(state)})}
+    # The errors signal exists from the start, so that what shows it reacts.
+    signals = {**public_state(state), ERRORS_SIGNAL: ""}
+    return {"data-signals": dump_json({namespace: signals})}
 
 
 def begin_tracking(state: ReactiveState) -> Tracker:

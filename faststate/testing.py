@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from faststate._helpers import event_url
+from faststate._protocol import ERRORS_SIGNAL
 
 DATASTAR_HEADERS = {
     "Datastar-Request": "true",
@@ -66,6 +67,20 @@ class EventResult:
             if sse.type in _SIGNAL_EVENTS:
                 merged = apply_patch(merged, sse.signals)
         return merged
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """The messages the page shows after this answer, by field or parameter
+        (``""``: the message naming none), of every instance the answer concerns.
+
+        Empty when the event was accepted (it clears what the page showed).
+        """
+        messages: dict[str, str] = {}
+        for own in self.signals.values():
+            shown = own.get(ERRORS_SIGNAL) if isinstance(own, dict) else None
+            if shown:
+                messages.update(json.loads(shown))
+        return messages
 
     @property
     def elements(self) -> list[SSEEvent]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,10 +20,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from faststate import FastStateMiddleware, ReactiveState, event, redirect, register_state, use_state
+from faststate._errors import FAILED_MESSAGE
 from faststate._protocol import get_protocol
 from faststate.testing import DATASTAR_HEADERS, afire, fire
 
 from .apps import state_app
+
+FAILED_SIGNAL = json.dumps({"": FAILED_MESSAGE}, separators=(",", ":"))
 
 
 class Board(ReactiveState):
@@ -180,20 +184,26 @@ def test_repeated_query_values_fill_a_list_parameter(client: TestClient) -> None
     assert result.signals == {"Board": {"items": ["1:True", "2:True"], "size": 2}}
 
 
-def test_invalid_and_missing_parameters_give_422_and_change_nothing(client: TestClient) -> None:
+def test_invalid_and_missing_parameters_show_on_the_page_and_change_nothing(
+    client: TestClient,
+) -> None:
     result = fire(client, "/Board/increment?amount=lots")
-    assert result.status_code == 422
-    assert [e["param"] for e in result.json()["errors"]] == ["amount"]
+    assert result.status_code == 200  # the Datastar client applies only 200 answers
+    assert list(result.errors) == ["amount"]
+    assert "integer" in result.errors["amount"]
     result = fire(client, "/Board/add", signals={"times": "x"})
-    assert result.status_code == 422
-    errors = {e["param"]: e["type"] for e in result.json()["errors"]}
-    assert errors == {"title": "missing", "times": "int_parsing"}
+    assert result.errors == {
+        "title": "Field required",
+        "times": "Input should be a valid integer, unable to parse string as an integer",
+    }
+    assert list(result.signals) == ["Board"]  # nothing but the errors signal
+    assert list(result.signals["Board"]) == ["_errors"]
     assert page_text(client) == "0|[]|"
 
 
-def test_duplicated_scalar_parameter_is_422(client: TestClient) -> None:
+def test_duplicated_scalar_parameter_is_refused(client: TestClient) -> None:
     result = fire(client, "/Board/increment?amount=1&amount=2")
-    assert result.status_code == 422
+    assert list(result.errors) == ["amount"]
     assert page_text(client).startswith("0|")
 
 
@@ -203,12 +213,13 @@ def test_request_parameter_and_response_passthrough(client: TestClient) -> None:
     assert result.json() == {"path": "/Board/whoami"}
 
 
-def test_exception_rolls_back_and_answers_500_without_details(
+def test_exception_rolls_back_and_shows_a_generic_message_without_details(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     fire(client, "/Board/increment", amount=3)
     result = fire(client, "/Board/explode", amount=10)
-    assert result.status_code == 500
+    assert result.errors == {"": FAILED_MESSAGE}
+    assert result.signals == {"Board": {"_errors": FAILED_SIGNAL}}
     assert "boom" not in result.text
     assert "boom" in caplog.text  # details go to the server log only
     assert page_text(client) == "3|[]|"
@@ -257,15 +268,21 @@ def test_async_generator_streams_each_step(client: TestClient) -> None:
 def test_generator_failure_rolls_back_and_corrects_the_page(client: TestClient) -> None:
     fire(client, "/Board/increment", amount=7)
     result = fire(client, "/Board/fail_midway")
-    assert [e.signals for e in result.events] == [{"Board": {"count": 50}}, {"Board": {"count": 7}}]
+    assert [e.signals for e in result.events] == [
+        {"Board": {"count": 50}},
+        {"Board": {"count": 7, "_errors": FAILED_SIGNAL}},
+    ]
     assert page_text(client).startswith("7|")
 
 
-def test_generator_failing_before_its_first_step_answers_500(client: TestClient) -> None:
-    """Nothing was sent yet, so the status can still say so (a 200 would be a lie)."""
+def test_generator_failing_before_its_first_step_shows_it_and_keeps_http_errors(
+    client: TestClient,
+) -> None:
     fire(client, "/Board/increment", amount=3)
     result = fire(client, "/Board/fail_at_once")
-    assert (result.status_code, result.text) == (500, "event failed")
+    assert result.errors == {"": FAILED_MESSAGE}
+    assert result.signals == {"Board": {"_errors": FAILED_SIGNAL}}
+    # An HTTPException keeps its status: nothing was sent yet, so it still can.
     assert fire(client, "/Board/refuse_at_once").status_code == 409
     assert page_text(client).startswith("3|")
 

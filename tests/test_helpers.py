@@ -122,7 +122,8 @@ def test_unresolved_instance_uses_class_name() -> None:
     assert signal_name(counter) == "Counter"
     assert text(counter, "count") == {"data-text": "$Counter.count"}
     payload = json.loads(signals(counter)["data-signals"])
-    assert payload == {"Counter": {"id": counter.id, "count": 0}}
+    # with the errors the page will show, none yet
+    assert payload == {"Counter": {"id": counter.id, "count": 0, "_errors": ""}}
     assert 'data-signals="' in to_xml(counter.__ft__()) or "data-signals='" in to_xml(
         counter.__ft__()
     )

@@ -66,7 +66,8 @@ EXPECTED = {
         'data: elements <ul id="list">\ndata: elements <li>x</li>\ndata: elements </ul>\n\n',
         "drop": "event: datastar-patch-elements\ndata: mode remove\ndata: selector #gone\n\n",
         "attr": 'data-on:click=@post("/Todo/rename?title=x", {"retry": "never", '
-        '"filterSignals": {"exclude": (new RegExp("(^|\\\\.)_|^Todo(\\\\.|$)"))}})',
+        '"filterSignals": {"exclude": '
+        '(new RegExp("^(?!Todo\\\\._errors$)(?:(^|\\\\.)_|^Todo(\\\\.|$))"))}})',
     },
     "beta": {
         "rename": 'event: datastar-merge-signals\ndata: signals {"Todo":{"title":"héllo"}}\n\n',
@@ -75,7 +76,8 @@ EXPECTED = {
         "swap": "event: datastar-merge-fragments\ndata: selector #list\ndata: mergeMode outer\n"
         'data: fragments <ul id="list">\ndata: fragments <li>x</li>\ndata: fragments </ul>\n\n',
         "drop": "event: datastar-remove-fragments\ndata: selector #gone\n\n",
-        "attr": 'data-on-click=@post("/Todo/rename?title=x", {retryMaxCount: 0})',
+        "attr": 'data-on-click=@post("/Todo/rename?title=x", '
+        "{retryMaxCount: 0, includeLocal: true})",
     },
 }
 

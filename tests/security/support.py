@@ -411,18 +411,31 @@ def post_raw(
     return client.post(url, content=body, headers={**JSON_HEADERS, **(headers or {})})
 
 
+def page_errors(response: Any) -> dict[str, str] | None:
+    """The messages of an event refused on the page (a 200 stream patching only the
+    instance's errors signal), or None for any other answer."""
+    if response.status_code != 200:
+        return None
+    events = parse_sse(response.text)
+    if len(events) != 1 or events[0].type != "datastar-patch-signals":
+        return None
+    (own,) = events[0].signals.values()
+    if set(own) != {"_errors"} or not own["_errors"]:
+        return None
+    messages: dict[str, str] = json.loads(own["_errors"])
+    return messages
+
+
 def check_refusal(response: Any, before: dict[str, str], vaulted: Vaulted) -> None:
-    """A 4xx: short and clear, nothing reflected, nothing changed."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    """Refused: short and clear, nothing reflected, nothing changed.  Invalid values are
+    shown on the page (a 200 patching only the errors signal); bad requests are a 4xx."""
     assert len(response.content) < 4096, "the answer must not echo the input"
-    assert "text/event-stream" not in response.headers.get("content-type", "")
-    if response.status_code == 422:
-        detail = response.json()
-        assert isinstance(detail["detail"], str) and detail["detail"]
-        for error in detail["errors"]:
-            assert set(error) == {"param", "msg", "type"}
-            assert all(isinstance(error[k], str) and error[k] for k in error)
+    messages = page_errors(response)
+    if messages is not None:
+        assert messages and all(isinstance(m, str) and m for m in messages.values())
     else:
+        assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+        assert "text/event-stream" not in response.headers.get("content-type", "")
         assert response.text.strip()
     assert vaulted.snapshot() == before
 
