@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from faststate._app import FastStateApp, StateApp, register_state
 from faststate._errors import Invalid
-from faststate._events import event, redirect
+from faststate._events import event, redirect, set_signals
 from faststate._helpers import action, bind, error, on, ref, signal_name, signals, text
 from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
@@ -82,6 +82,7 @@ __all__ = [
     "ref",
     "register_state",
     "rotate_session",
+    "set_signals",
     "signal_name",
     "signals",
     "text",

@@ -118,6 +118,26 @@ def redirect(url: str) -> Redirect:
     return Redirect(url)
 
 
+@dataclass(frozen=True)
+class PageSignals:
+    """What ``set_signals(...)`` returns: signals of the page that fired the event."""
+
+    values: dict[str, Any]
+
+
+def set_signals(**values: Any) -> PageSignals:
+    """Return this from an event (alone or with elements) to set signals of the page
+    that fired it, and only that page: ``return set_signals(message="")`` empties
+    the input bound to ``$message`` once the message was accepted.
+
+    For the page's own signals (inputs that are event parameters); a state's
+    fields change by assignment.  Sent after the event's changes are saved.
+    """
+    if not values:
+        raise TypeError("set_signals() needs at least one signal: set_signals(message='')")
+    return PageSignals(values)
+
+
 @overload
 def event(func: F, /) -> F: ...
 @overload

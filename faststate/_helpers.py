@@ -33,7 +33,8 @@ def ref(state: ReactiveState, name: str) -> str:
 
 
 def bind(state: ReactiveState, name: str) -> dict[str, str]:
-    """``{"data-bind": "Namespace.field"}``: an input bound two-way to a ``Bindable`` field.
+    """Attributes binding an input two-way to a ``Bindable`` field: ``data-bind``, and
+    ``aria-invalid="true"`` while the page shows an error for the field.
 
     What the user types travels with the instance's next event, validated
     with the field's type; what the server sets shows in the input.
@@ -43,7 +44,11 @@ def bind(state: ReactiveState, name: str) -> dict[str, str]:
             f"{type(state).__name__}.{name} is not Bindable: declare it "
             f"`{name}: Bindable[...]` to let the page write it"
         )
-    return {"data-bind": f"{signal_name(state)}.{name}"}
+    invalid = f"{_message(state, name)} ? 'true' : false"  # false: no attribute
+    return {
+        "data-bind": f"{signal_name(state)}.{name}",
+        placement_of(state).protocol.attr_attribute("aria-invalid"): invalid,
+    }
 
 
 def error(state: ReactiveState, name: str | None = None) -> dict[str, str]:
@@ -56,9 +61,14 @@ def error(state: ReactiveState, name: str | None = None) -> dict[str, str]:
     ``Invalid("...")``, or that the event failed.  The next accepted event
     of the instance clears them.
     """
-    messages = f"JSON.parse(${signal_name(state)}.{ERRORS_SIGNAL} || '{{}}')"
-    message = f"({messages}[{dump_json(name or GENERAL)}] || '')"
+    message = _message(state, name)
     return {"data-text": message, "data-show": f"!!{message}"}
+
+
+def _message(state: ReactiveState, name: str | None) -> str:
+    """A Datastar expression: the error message shown for ``name``, or ``''``."""
+    messages = f"JSON.parse(${signal_name(state)}.{ERRORS_SIGNAL} || '{{}}')"
+    return f"({messages}[{dump_json(name or GENERAL)}] || '')"
 
 
 def text(state: ReactiveState, name: str) -> dict[str, str]:

@@ -105,6 +105,10 @@ class Dialect:
         """Attribute name that runs an expression when the element loads."""
         raise NotImplementedError
 
+    def attr_attribute(self, name: str) -> str:
+        """Attribute name that keeps the element's attribute ``name`` equal to an expression."""
+        raise NotImplementedError
+
     def stream_action(self, url: str) -> str:
         """An ``@get(...)`` expression holding a live stream open, reconnecting when it drops."""
         raise NotImplementedError
@@ -162,6 +166,9 @@ class DatastarV1(Dialect):
 
     def init_attribute(self) -> str:
         return "data-init"
+
+    def attr_attribute(self, name: str) -> str:
+        return f"data-attr:{name}"
 
     def stream_action(self, url: str) -> str:
         # "always" reconnects after the server ends the stream (a restart);
@@ -265,6 +272,9 @@ class DatastarBeta(Dialect):
 
     def init_attribute(self) -> str:
         return "data-on-load"
+
+    def attr_attribute(self, name: str) -> str:
+        return f"data-attr-{name}"
 
     def stream_action(self, url: str) -> str:
         # beta.11 reconnects after errors only, with backoff.

@@ -8,7 +8,7 @@ publish) → the SSE answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any, ClassVar, Final
 
@@ -29,7 +29,7 @@ from faststate._errors import (
     errors_signal,
     messages_of,
 )
-from faststate._events import EventSpec, Redirect, bound_values
+from faststate._events import EventSpec, PageSignals, Redirect, bound_values
 from faststate._guards import VALUES_KEY, Refusal, guard_request, refusal_response
 from faststate._protocol import ERRORS_SIGNAL, SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
@@ -150,14 +150,14 @@ class EventRun:
                     result = await to_thread.run_sync(partial(spec.func, state, **self.kwargs))
                 else:
                     result = spec.func(state, **self.kwargs)
-                elements, going = self._results(result)
+                outcome = self._results(result)
                 (patch,) = tx.finish()
                 # Written before the commit: what cannot be sent is not kept.
-                if isinstance(result, Response) and going is None:
+                if isinstance(result, Response) and outcome.going is None:
                     response = result
                 else:
-                    response = self._answer(elements, self._for_caller(state, patch), going)
-                await tx.commit(elements if spec.broadcast else ())
+                    response = self._answer(outcome, self._for_caller(state, patch))
+                await tx.commit(outcome.elements if spec.broadcast else ())
             except _ANSWERED:
                 raise
             except Invalid as exc:
@@ -167,18 +167,22 @@ class EventRun:
                 return SSEResponse(refusal(self.address, _FAILED))
         return response
 
-    def _answer(
-        self, elements: Sequence[ElementPatch], patch: dict[str, Any], going: Redirect | None
-    ) -> Response:
-        protocol = self.address.protocol
-        text = protocol.format_elements(elements) if elements else ""
-        if patch:
-            text += protocol.patch_signals({self.address.namespace: patch})
-        if going is not None:  # last: the page applies the changes, then leaves
-            text += protocol.redirect(going.url)
+    def _answer(self, outcome: Outcome, patch: dict[str, Any]) -> Response:
+        text = self._format(outcome, patch)
+        if outcome.going is not None:  # last: the page applies the changes, then leaves
+            text += self.address.protocol.redirect(outcome.going.url)
         if not text:
             return Response(status_code=204)
         return SSEResponse(text)
+
+    def _format(self, outcome: Outcome, patch: dict[str, Any]) -> str:
+        protocol = self.address.protocol
+        text = protocol.format_elements(outcome.elements) if outcome.elements else ""
+        if patch:
+            text += protocol.patch_signals({self.address.namespace: patch})
+        if outcome.page_signals:
+            text += protocol.patch_signals(outcome.page_signals)
+        return text
 
     def _for_caller(self, state: ReactiveState, patch: dict[str, Any]) -> dict[str, Any]:
         """The event's first patch as the page that sent it needs it.
@@ -229,15 +233,13 @@ class EventRun:
                 state = tx.states[0]
                 self._apply_bound(state)
                 async for item in self._steps(state):
-                    step_elements, step_going = self._results(item)
-                    going = step_going or going
+                    outcome = self._results(item)
+                    going = outcome.going or going
                     (patch,) = tx.step()
                     if first:
                         patch, first = self._for_caller(state, patch), False
-                    elements.extend(step_elements)
-                    text = protocol.format_elements(step_elements)
-                    if patch:
-                        text += protocol.patch_signals({namespace: patch})
+                    elements.extend(outcome.elements)
+                    text = self._format(outcome, patch)
                     if text:
                         chunk = text.encode()  # may fail: before it counts as sent
                         sent = True
@@ -291,28 +293,42 @@ class EventRun:
                 return
             yield item
 
-    def _results(self, result: Any) -> tuple[list[ElementPatch], Redirect | None]:
-        """The elements an event returned, and where the page goes next, if anywhere.
+    def _results(self, result: Any) -> Outcome:
+        """What an event returned (or a step yielded), sorted.
 
         A ``RedirectResponse`` counts as ``redirect(url)``: the client's fetch
         would follow it and merge the next page into this one.
         """
+        outcome = Outcome()
         if result is None:
-            return [], None
+            return outcome
         if isinstance(result, Response):
             location = result.headers.get("location")
             if 300 <= result.status_code < 400 and location:
-                return [], Redirect(location)
-            return [], None
+                outcome.going = Redirect(location)
+            return outcome
         items = result if isinstance(result, list | tuple) else (result,)
-        elements: list[ElementPatch] = []
-        going: Redirect | None = None
         for item in items:
             if isinstance(item, Redirect):
-                going = item
+                outcome.going = item
+            elif isinstance(item, PageSignals):
+                outcome.page_signals.update(item.values)
             elif item is not None:
-                elements.append(ElementPatch(to_html(item), self.spec.selector, self.spec.mode))
-        return elements, going
+                html = to_html(item)
+                outcome.elements.append(ElementPatch(html, self.spec.selector, self.spec.mode))
+        return outcome
+
+
+class Outcome:
+    """What one event or step returned: elements (which may go to every live page),
+    signals of the caller's page, and where that page goes next."""
+
+    __slots__ = ("elements", "going", "page_signals")
+
+    def __init__(self) -> None:
+        self.elements: list[ElementPatch] = []
+        self.page_signals: dict[str, Any] = {}
+        self.going: Redirect | None = None
 
 
 async def _resumed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

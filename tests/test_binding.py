@@ -83,7 +83,9 @@ def test_bound_values_are_rolled_back_with_a_failing_event() -> None:
 def test_bind_and_action_let_the_page_send_only_bindable_fields() -> None:
     with _client() as client:
         page = client.get("/").json()
-        assert page["bind"] == {"data-bind": "Signup.email"}
+        assert page["bind"]["data-bind"] == "Signup.email"
+        # marked invalid while the page shows an error for the field
+        assert "$Signup._errors" in page["bind"]["data-attr:aria-invalid"]
         # v1 filters the namespace down to its bindable fields.
         assert "^Signup(\\\\.(?!(?:age|email)$)|$)" in page["action"]
     with pytest.raises(TypeError, match="Bindable"):
