@@ -9,7 +9,7 @@ import os
 import time
 from typing import Annotated, Any
 
-from fasthtml.common import B, Button, Div, FastHTML, Input, Li, Span, Titled, Ul
+from fasthtml.common import B, Button, Div, FastHTML, Input, Li, Small, Span, Titled, Ul
 from pydantic import BaseModel, StringConstraints
 from sqlmodel import Field
 
@@ -18,10 +18,12 @@ from faststate import (
     ReactiveState,
     RedisStore,
     StateScope,
-    action,
+    error,
     event,
     live,
+    on,
     register_state,
+    set_signals,
     text,
     use_state,
 )
@@ -46,7 +48,9 @@ class ChatRoom(ReactiveState):
     def send(self, name: Name, message: Text) -> Any:
         self.messages = [*self.messages, Message(author=name, text=message, at=time.time())][-KEEP:]
         self.count += 1
-        return render_messages(self)
+        # The list goes to every page; only the sender's input is emptied, and
+        # only now that the message was accepted (a refused one stays to fix).
+        return render_messages(self), set_signals(message="")
 
 
 def render_messages(room: ChatRoom) -> Any:
@@ -68,8 +72,6 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
         FastStateMiddleware, protocol=protocol, store=RedisStore(redis_url) if redis_url else None
     )
     register_state(app, ChatRoom, scope=StateScope.GLOBAL)
-    bind = "data-bind:" if protocol == "v1" else "data-bind-"
-    on_click = "data-on:click" if protocol == "v1" else "data-on-click"
 
     @app.route("/")
     def index(req):  # type: ignore[no-untyped-def]
@@ -79,9 +81,12 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
             room,
             Div("Messages: ", Span(**text(room, "count"), id="count")),
             render_messages(room),
-            Input(**{bind + "name": True}, placeholder="your name", id="name"),
-            Input(**{bind + "message": True}, placeholder="say something", id="message"),
-            Button("Send", **{on_click: action(room.send) + "; $message = ''"}, id="send"),
+            # The inputs are this page's own signals, sent as the event's parameters.
+            Input(data_bind="name", placeholder="your name", id="name"),
+            Small(**error(room, "name"), id="name-error"),
+            Input(data_bind="message", placeholder="say something", id="message"),
+            Small(**error(room, "message"), id="message-error"),
+            Button("Send", **on("click", room.send), id="send"),
             Div(**live(req), id="live"),
         )
 

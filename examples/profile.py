@@ -6,7 +6,7 @@ Run:  python examples/profile.py   (serves http://127.0.0.1:5005)
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fasthtml.common import (
     A,
@@ -18,6 +18,7 @@ from fasthtml.common import (
     Input,
     P,
     RedirectResponse,
+    Small,
     Span,
     Titled,
 )
@@ -27,10 +28,12 @@ from faststate import (
     FastStateMiddleware,
     ReactiveState,
     StateScope,
-    action,
+    error,
     event,
     live,
+    on,
     register_state,
+    set_signals,
     text,
     use_state,
 )
@@ -45,8 +48,9 @@ class Profile(ReactiveState):
     likes: int = 0
 
     @event
-    def rename(self, display_name: DisplayName) -> None:
+    def rename(self, display_name: DisplayName) -> Any:
         self.display_name = display_name
+        return set_signals(display_name="")  # accepted: the input empties
 
     @event
     def like(self) -> None:
@@ -75,8 +79,6 @@ def create_app(protocol: str = "v1") -> FastHTML:
     )
     app.add_middleware(FastStateMiddleware, protocol=protocol)
     register_state(app, Profile, scope=StateScope.USER)
-    bind = "data-bind:display_name" if protocol == "v1" else "data-bind-display_name"
-    on_click = "data-on:click" if protocol == "v1" else "data-on-click"
 
     @app.get("/login")
     def login_form():  # type: ignore[no-untyped-def]
@@ -112,9 +114,11 @@ def create_app(protocol: str = "v1") -> FastHTML:
             P("Logged in as ", Span(req.scope["auth"], id="user")),
             P("Display name: ", Span(**text(profile, "display_name"), id="display-name")),
             P("Likes: ", Span(**text(profile, "likes"), id="likes")),
-            Input(**{bind: True}, placeholder="new display name", id="new-name"),
-            Button("Rename", **{on_click: action(profile.rename)}, id="rename"),
-            Button("Like", **{on_click: action(profile.like)}, id="like"),
+            # The page's own "display_name" signal is the event's parameter.
+            Input(data_bind="display_name", placeholder="new display name", id="new-name"),
+            Button("Rename", **on("click", profile.rename), id="rename"),
+            Small(**error(profile, "display_name"), id="name-error"),
+            Button("Like", **on("click", profile.like), id="like"),
             P(A("log out", href="/logout", id="logout")),
             # Every session of this user follows along.
             Div(**live(req), id="live"),

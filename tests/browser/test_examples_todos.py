@@ -74,7 +74,7 @@ def test_add_clears_the_input(protocol: str, site, new_context, page_errors) -> 
     assert f"event: {patch_event}" in body
     assert f'id="item-{item}"' in body
     assert page.url.endswith(f"/lists/{list_id}")
-    expect(page.locator("#new-title")).to_have_value("")  # `; $title = ''` cleared it
+    expect(page.locator("#new-title")).to_have_value("")  # accepted: set_signals emptied it
 
     second = add_item(page, "walk the dog")
     assert second != item
@@ -185,17 +185,14 @@ def test_blank_title_is_refused(protocol: str, title: str, site, new_context, pa
     before = page.locator("#items").inner_html()
 
     page.fill("#new-title", title)
-    with page.expect_response(lambda r: "/TodoList/add" in r.url) as info:
-        page.click("#add")
-    response = info.value
-    # (the v1 client drops the body of a non-200 answer, so it cannot be read here)
-    assert response.status == 422
-    page.wait_for_timeout(100)  # let the client handle the answer
+    page.click("#add")
+    expect(page.locator("#title-error")).to_have_text("String should have at least 1 character")
+    expect(page.locator("#new-title")).to_have_value(title)  # kept, to be fixed
     assert page.locator("#items").inner_html() == before
     expect(page.locator("#items li span")).to_have_text(["keep me"])
 
+    add_item(page, "then this")
+    expect(page.locator("#title-error")).to_be_hidden()
     page.reload()
-    expect(page.locator("#items li span")).to_have_text(["keep me"])
-    errors = page_errors(page)
-    assert errors, "Chromium logs the failed request"
-    assert [e for e in errors if not ("Failed to load resource" in e and "422" in e)] == []
+    expect(page.locator("#items li span")).to_have_text(["keep me", "then this"])
+    assert page_errors(page) == []

@@ -188,6 +188,32 @@ def test_chat_message_reaches_other_page(protocol: str, open_page, page_errors) 
     no_errors(page_errors, a, b)
 
 
+def test_chat_keeps_a_refused_message_and_says_why(protocol: str, open_page, page_errors) -> None:
+    from playwright.sync_api import expect
+
+    a = open_page("chat", protocol)
+    b = open_page("chat", protocol)
+    expect(a.locator("#count")).not_to_have_text("")
+    count = as_int(a.locator("#count"))
+    too_long = "x" * 501
+    a.fill("#name", "alice")
+    a.fill("#message", too_long)
+    a.click("#send")
+    expect(a.locator("#message-error")).to_have_text("String should have at most 500 characters")
+    expect(a.locator("#message")).to_have_value(too_long)  # kept, to be shortened
+    expect(a.locator("#name-error")).to_be_hidden()
+    expect(a.locator("#count")).to_have_text(str(count))
+
+    a.fill("#message", "short enough")
+    a.click("#send")
+    expect(a.locator("#count")).to_have_text(str(count + 1))
+    expect(a.locator("#message")).to_have_value("")
+    expect(a.locator("#message-error")).to_be_hidden()
+    expect(b.locator("#count")).to_have_text(str(count + 1), timeout=PUSH_TIMEOUT_MS)
+    expect(b.locator("#message-error")).to_be_hidden()  # another page's errors are its own
+    no_errors(page_errors, a, b)
+
+
 # --------------------------------------------------------------------------- #
 # 4. ticker: a background task (mutate) drives every page
 # --------------------------------------------------------------------------- #
