@@ -1,7 +1,7 @@
 """A validated sign-up form: two-way bound fields, a message next to each field
 the server refuses, and a redirect once it accepts (DESIGN.md §1b, "Forms").
 
-Run:  python examples/signup.py   (serves http://127.0.0.1:5008)
+Run:  python examples/signup.py   (serves http://127.0.0.1:5009)
 
 Nothing here is checked in the browser by hand-written JavaScript: each field is
 validated on the server with its type, and ``raise Invalid(...)`` refuses what
@@ -153,4 +153,4 @@ app = create_app()
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=5008)
+    uvicorn.run(app, host="127.0.0.1", port=5009)

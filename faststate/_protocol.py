@@ -123,8 +123,8 @@ class Dialect:
         """An ``@post(...)`` expression that is sent once and never re-sent.
 
         ``own_namespace`` names signals the server never reads (the state's
-        own copy on the page) but for its ``bindable`` fields; clients that
-        can filter leave the rest out.
+        own copy on the page) but for its ``bindable`` fields and the errors
+        the page shows for it; clients that can filter leave the rest out.
         """
         raise NotImplementedError
 
