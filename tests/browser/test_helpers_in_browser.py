@@ -14,6 +14,7 @@ from faststate import (
     FastStateMiddleware,
     ReactiveState,
     StateScope,
+    action,
     bind,
     event,
     on,
@@ -50,6 +51,20 @@ class Form(ReactiveState):
         self.email = self.email.strip().lower()
 
 
+class Search(ReactiveState):
+    query: Bindable[str] = ""
+    preview: str = ""
+    searched: str = "nothing yet"
+
+    @event
+    def typed(self) -> None:
+        self.preview = self.query.upper()
+
+    @event
+    def search(self) -> None:
+        self.searched = f"searched {self.query}"
+
+
 class Wizard(ReactiveState):
     step: str = "start"
 
@@ -70,6 +85,8 @@ def make_app(protocol: str) -> FastHTML:
     register_state(app, Clock, scope=StateScope.SESSION)
     register_state(app, Wizard, scope=StateScope.SESSION)
     register_state(app, Form, scope=StateScope.SESSION)
+    register_state(app, Search, scope=StateScope.SESSION)
+    keydown = "data-on:keydown" if protocol == "v1" else "data-on-keydown"
 
     @app.route("/form")
     def form(req):  # type: ignore[no-untyped-def]
@@ -80,6 +97,23 @@ def make_app(protocol: str) -> FastHTML:
             Input(**bind(state, "email"), id="email"),
             Button("send", **on("click", state.submit), id="send"),
             P(Span(**text(state, "seen"), id="seen")),
+        )
+
+    @app.route("/search")
+    def search(req):  # type: ignore[no-untyped-def]
+        state = use_state(req, Search)
+        return Titled(
+            "Search",
+            state,
+            Input(
+                **bind(state, "query"),
+                # every keystroke (debounced) runs an event; Enter searches
+                **on("input__debounce.50ms", state.typed),
+                **{keydown: f"evt.key === 'Enter' && {action(state.search)}"},
+                id="query",
+            ),
+            P(Span(**text(state, "preview"), id="preview")),
+            P(Span(**text(state, "searched"), id="searched")),
         )
 
     @app.route("/wizard")
@@ -158,4 +192,20 @@ def test_interval_and_load_fire(protocol: str, site, new_context, page_errors) -
     page.wait_for_function(
         "Number(document.querySelector('#ticks').textContent) >= 3", timeout=10_000
     )
+    page.close()
+
+
+def test_dom_events_and_action_run_events(  # type: ignore[no-untyped-def]
+    protocol: str, site, new_context, page_errors
+) -> None:
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/search")
+    page.locator("#query").press_sequentially("grace", delay=20)
+    expect(page.locator("#preview")).to_have_text("GRACE")  # on("input") ran
+    expect(page.locator("#searched")).to_have_text("nothing yet")
+    page.locator("#query").press("Enter")  # action() in a hand-written attribute
+    expect(page.locator("#searched")).to_have_text("searched grace")
+    assert page_errors(page) == []
     page.close()
