@@ -8,7 +8,7 @@ publish) → the SSE answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import partial
 from typing import Any, ClassVar, Final
 
@@ -95,6 +95,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
         spec=spec,
         kwargs=kwargs,
         bound=bound,
+        typed=values.get(address.namespace) if bound else None,
         clear_errors=errors_shown(values, address.namespace),
     )
     try:
@@ -112,7 +113,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 class EventRun:
     """One event on its instance, run in a transaction."""
 
-    __slots__ = ("address", "bound", "clear_errors", "kwargs", "runtime", "spec")
+    __slots__ = ("address", "bound", "clear_errors", "kwargs", "runtime", "spec", "typed")
 
     def __init__(
         self,
@@ -122,6 +123,7 @@ class EventRun:
         spec: EventSpec,
         kwargs: dict[str, Any],
         bound: dict[str, Any],
+        typed: Mapping[str, Any] | None = None,
         clear_errors: bool = False,
     ) -> None:
         self.runtime = runtime
@@ -130,6 +132,8 @@ class EventRun:
         self.kwargs = kwargs
         #: The page's values of the instance's ``Bindable`` fields, validated.
         self.bound = bound
+        #: ...and as the page holds them.
+        self.typed = typed or {}
         #: The page shows errors of this instance, which an accepted event clears.
         self.clear_errors = clear_errors
 
@@ -189,19 +193,20 @@ class EventRun:
 
         ``patch`` is what changed in the store, which live pages get.  The
         caller already shows what it typed into bindable fields: those are
-        sent back only where the event changed them (an input cleared after
-        a message was accepted).  Errors the page shows are cleared.
+        sent back only where the stored value differs from it (the event
+        emptied the input, or the field's type normalised what was typed).
+        Errors the page shows are cleared.
         """
         if not self.bound and not self.clear_errors:
             return patch
         answer = dict(patch)  # ``patch`` itself goes to live pages
         if self.bound:
-            values = state.__dict__
-            changed = {name for name, value in self.bound.items() if values.get(name) != value}
-            for name in self.bound.keys() - changed:
-                answer.pop(name, None)
-            if changed:
-                answer.update(dump_fields(state, values, changed))
+            now = dump_fields(state, state.__dict__, set(self.bound))
+            for name in self.bound:
+                if name in now and now[name] != self.typed.get(name):
+                    answer[name] = now[name]  # set, or normalised by its type
+                else:
+                    answer.pop(name, None)
         if self.clear_errors:
             answer[ERRORS_SIGNAL] = ""
         return answer

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
@@ -38,6 +38,7 @@ class Signup(ReactiveState):
     email: Bindable[str] = ""
     age: Bindable[Annotated[int, Field(ge=18)]] = 18
     draft: Bindable[str] = ""
+    handle: Bindable[Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True)]] = ""
     welcomed: bool = False
     notes: list[str] = Field(default_factory=list)
 
@@ -198,6 +199,12 @@ def test_a_bound_value_the_event_keeps_is_not_sent_back(
     result = fire(client, "/Signup/submit", signals={"Signup": {"email": "ada@example.com"}})
     assert "email" not in result.signals["Signup"]  # the page has it: typing goes on
     assert broker.published[-1].patch["email"] == "ada@example.com"  # other pages do not
+
+
+def test_a_bound_value_its_type_normalises_is_sent_back(client: TestClient) -> None:
+    result = fire(client, "/Signup/nothing", signals={"Signup": {"handle": " Ada ", "draft": "x"}})
+    assert result.signals == {"Signup": {"handle": "ada"}}  # the draft is as typed
+    assert stored(client)["handle"] == "ada"
 
 
 def test_a_generator_refused_after_progress_undoes_it_and_keeps_the_input(
