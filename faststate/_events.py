@@ -24,7 +24,7 @@ from starlette.requests import HTTPConnection
 from faststate._errors import BindError
 from faststate._guards import FormFields
 from faststate._protocol import PATCH_MODES, PatchMode
-from faststate._state import bindable_fields
+from faststate._state import ReactiveState, bindable_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 EventKind = Literal["sync", "async", "generator", "async_generator"]
@@ -38,9 +38,10 @@ _SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
 @dataclass
 class _Param:
     name: str
-    adapter: TypeAdapter[Any] | None  # None: receives the request
+    adapter: TypeAdapter[Any] | None  # None: receives the request, or a state
     default: Any
     many: bool  # a sequence type: takes every repeated query value
+    state: type[ReactiveState] | None = None  # receives that class's instance
 
 
 @dataclass
@@ -64,6 +65,10 @@ class EventSpec:
             self._params = _build_params(self.func)
         return self._params
 
+    def state_params(self) -> list[tuple[str, type[ReactiveState]]]:
+        """Parameters annotated with a state class: they receive its instance."""
+        return [(p.name, p.state) for p in self.params() if p.state is not None]
+
     def bind(
         self,
         connection: HTTPConnection,
@@ -75,7 +80,8 @@ class EventSpec:
         query = _query(connection)
         for param in self.params():
             if param.adapter is None:
-                kwargs[param.name] = connection
+                if param.state is None:
+                    kwargs[param.name] = connection
                 continue
             values = query.get(param.name, ())
             if not values and isinstance(body, FormFields):
@@ -282,6 +288,9 @@ def _build_params(func: Callable[..., Any]) -> list[_Param]:
         annotation = hints.get(param.name, Any)
         if _is_request_type(annotation):
             params.append(_Param(param.name, None, param.default, False))
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, ReactiveState):
+            params.append(_Param(param.name, None, param.default, False, state=annotation))
             continue
         many = _is_sequence(annotation)
         params.append(_Param(param.name, TypeAdapter(annotation), param.default, many))

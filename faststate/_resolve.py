@@ -21,7 +21,7 @@ from faststate._runtime import Runtime
 from faststate._scopes import StateScope, valid_id
 from faststate._state import ReactiveState, stored_version
 from faststate._stores.base import StoreUnavailable
-from faststate._transaction import load, load_sync
+from faststate._transaction import load, load_sync, running
 
 S = TypeVar("S", bound=ReactiveState)
 
@@ -188,6 +188,9 @@ def use_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) 
     context = context_of(request)
     address = address_for(request, context, registration_for(context, request, cls), key)
     _authorize_sync(request, address)
+    held = _held(context, address)
+    if held is not None:
+        return cast(S, held)
     try:
         state = load_sync(context.runtime, address)
     except StoreUnavailable as exc:
@@ -201,12 +204,23 @@ async def ause_state(request: HTTPConnection, cls: type[S], *, key: str | None =
     context = context_of(request)
     address = address_for(request, context, registration_for(context, request, cls), key)
     await authorize(request, address)
+    held = _held(context, address)
+    if held is not None:
+        return cast(S, held)
     try:
         state = await load(context.runtime, address)
     except StoreUnavailable as exc:
         raise HTTPException(503, "state store unavailable, try again") from exc
     _resolved(context, address, state)
     return cast(S, state)
+
+
+def _held(context: RequestContext, address: Address) -> ReactiveState | None:
+    """The instance as the event running here holds it (tracked, and changeable there)."""
+    tx = running()
+    if tx is None or tx.runtime is not context.runtime:
+        return None
+    return tx.holding(address.key)
 
 
 def _resolved(context: RequestContext, address: Address, state: ReactiveState) -> None:

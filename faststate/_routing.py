@@ -8,7 +8,7 @@ publish) → the SSE answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Final
 
@@ -33,11 +33,11 @@ from faststate._events import EventSpec, PageSignals, Redirect, bound_values
 from faststate._guards import VALUES_KEY, Refusal, guard_request, refusal_response
 from faststate._protocol import ERRORS_SIGNAL, SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
-from faststate._resolve import address_for, authorize
+from faststate._resolve import address_for, authorize, registration_for
 from faststate._runtime import Runtime
 from faststate._state import ReactiveState
 from faststate._stores.base import StaleState, StoreUnavailable
-from faststate._transaction import Transaction
+from faststate._transaction import OutOfOrder, Transaction
 
 logger = logging.getLogger("faststate")
 
@@ -45,6 +45,8 @@ _STOP: Final = object()
 #: Errors answered with their own status (4xx, 409, 503), never as "event failed".
 _ANSWERED: Final = (HTTPException, StoreUnavailable, StaleState)
 _FAILED: Final = {GENERAL: FAILED_MESSAGE}
+#: How often an event may start again to lock an instance it joined out of order.
+MAX_RESTARTS: Final = 4
 
 
 class EventEndpoint:
@@ -84,6 +86,12 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     address = address_for(request, context, registration)
     if registration.config.authorize is not None:
         await authorize(request, address)
+    others: list[tuple[str, Address]] = []
+    for name, cls in spec.state_params():
+        # The instance this request reaches, by the rules of use_state.
+        other = address_for(request, context, registration_for(context, request, cls))
+        await authorize(request, other)
+        others.append((name, other))
     kwargs, errors = spec.bind(request, values)
     bound, field_errors = bound_values(registration.cls, address.namespace, values)
     errors += field_errors
@@ -97,6 +105,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
         bound=bound,
         typed=values.get(address.namespace) if bound else None,
         clear_errors=errors_shown(values, address.namespace),
+        others=others,
     )
     try:
         if spec.kind in ("generator", "async_generator"):
@@ -111,9 +120,24 @@ async def handle_event(request: Request, registration: Registration, spec: Event
 
 
 class EventRun:
-    """One event on its instance, run in a transaction."""
+    """One event on its instance (and the instances it uses), run in a transaction.
 
-    __slots__ = ("address", "bound", "clear_errors", "kwargs", "runtime", "spec", "typed")
+    The event's own instance comes first; state parameters follow.  An
+    instance the method joins through ``mutate`` whose lock would have to be
+    taken out of the global order makes the event start again, rolled back,
+    with that instance locked up front (at most ``MAX_RESTARTS`` times).
+    """
+
+    __slots__ = (
+        "address",
+        "bound",
+        "clear_errors",
+        "kwargs",
+        "others",
+        "runtime",
+        "spec",
+        "typed",
+    )
 
     def __init__(
         self,
@@ -125,6 +149,7 @@ class EventRun:
         bound: dict[str, Any],
         typed: Mapping[str, Any] | None = None,
         clear_errors: bool = False,
+        others: Sequence[tuple[str, Address]] = (),
     ) -> None:
         self.runtime = runtime
         self.address = address
@@ -136,33 +161,59 @@ class EventRun:
         self.typed = typed or {}
         #: The page shows errors of this instance, which an accepted event clears.
         self.clear_errors = clear_errors
+        #: State parameters: their names and the instances they receive.
+        self.others = list(others)
 
     @property
     def label(self) -> str:
         """How the logs name this event (only ever needed when something went wrong)."""
         return f"{self.address.registration.name}.{self.spec.name} on {self.address.key}"
 
+    def _addresses(self, joined: Sequence[Address]) -> list[Address]:
+        if not self.others and not joined:
+            return [self.address]
+        return [self.address, *(address for _, address in self.others), *joined]
+
+    def _arguments(self, tx: Transaction) -> dict[str, Any]:
+        if not self.others:
+            return self.kwargs
+        kwargs = dict(self.kwargs)
+        for name, address in self.others:
+            kwargs[name] = tx.holding(address.key)
+        return kwargs
+
     async def once(self) -> Response:
+        joined: list[Address] = []
+        for _ in range(MAX_RESTARTS + 1):
+            try:
+                return await self._once(joined)
+            except OutOfOrder as exc:
+                joined.append(exc.address)
+        raise RuntimeError(f"{self.label} kept needing more instances; declare them as parameters")
+
+    async def _once(self, joined: list[Address]) -> Response:
         spec = self.spec
-        async with Transaction(self.runtime, (self.address,)) as tx:
+        async with Transaction(self.runtime, self._addresses(joined)) as tx:
             state = tx.states[0]
             try:
                 self._apply_bound(state)
-                if spec.kind == "async":
-                    result = await spec.func(state, **self.kwargs)
-                elif spec.thread:
-                    result = await to_thread.run_sync(partial(spec.func, state, **self.kwargs))
-                else:
-                    result = spec.func(state, **self.kwargs)
+                kwargs = self._arguments(tx)
+                with tx.running():
+                    if spec.kind == "async":
+                        result = await spec.func(state, **kwargs)
+                    elif spec.thread:
+                        result = await to_thread.run_sync(partial(spec.func, state, **kwargs))
+                    else:
+                        result = spec.func(state, **kwargs)
                 outcome = self._results(result)
-                (patch,) = tx.finish()
+                patches = self._for_caller(tx, tx.finish())
                 # Written before the commit: what cannot be sent is not kept.
                 if isinstance(result, Response) and outcome.going is None:
                     response = result
                 else:
-                    response = self._answer(outcome, self._for_caller(state, patch))
+                    response = self._answer(outcome, patches)
                 await tx.commit(outcome.elements if spec.broadcast else ())
-            except _ANSWERED:
+            except (*_ANSWERED, OutOfOrder):
                 raise
             except Invalid as exc:
                 return SSEResponse(refusal(self.address, exc.messages))
@@ -171,32 +222,44 @@ class EventRun:
                 return SSEResponse(refusal(self.address, _FAILED))
         return response
 
-    def _answer(self, outcome: Outcome, patch: dict[str, Any]) -> Response:
-        text = self._format(outcome, patch)
+    def _answer(self, outcome: Outcome, patches: dict[str, dict[str, Any]]) -> Response:
+        text = self._format(outcome, patches)
         if outcome.going is not None:  # last: the page applies the changes, then leaves
             text += self.address.protocol.redirect(outcome.going.url)
         if not text:
             return Response(status_code=204)
         return SSEResponse(text)
 
-    def _format(self, outcome: Outcome, patch: dict[str, Any]) -> str:
+    def _format(self, outcome: Outcome, patches: dict[str, dict[str, Any]]) -> str:
         protocol = self.address.protocol
         text = protocol.format_elements(outcome.elements) if outcome.elements else ""
-        if patch:
-            text += protocol.patch_signals({self.address.namespace: patch})
+        if patches:
+            text += protocol.patch_signals(patches)
         if outcome.page_signals:
             text += protocol.patch_signals(outcome.page_signals)
         return text
 
-    def _for_caller(self, state: ReactiveState, patch: dict[str, Any]) -> dict[str, Any]:
-        """The event's first patch as the page that sent it needs it.
+    def _for_caller(
+        self, tx: Transaction, patches: list[dict[str, Any]], first: bool = True
+    ) -> dict[str, dict[str, Any]]:
+        """Each instance's patch, by namespace, as the page that sent the event needs it.
 
-        ``patch`` is what changed in the store, which live pages get.  The
-        caller already shows what it typed into bindable fields: those are
+        The patches are what changed in the store, which live pages get.  On
+        the event's first answer, the caller's own instance is adjusted: the
+        page already shows what it typed into bindable fields, so those are
         sent back only where the stored value differs from it (the event
-        emptied the input, or the field's type normalised what was typed).
-        Errors the page shows are cleared.
+        emptied the input, or the field's type normalised what was typed);
+        errors the page shows are cleared.
         """
+        answer: dict[str, dict[str, Any]] = {}
+        for position, patch in enumerate(patches):
+            if position == 0 and first:
+                patch = self._own_patch(tx.states[0], patch)
+            if patch:
+                answer[tx.addresses[position].namespace] = patch
+        return answer
+
+    def _own_patch(self, state: ReactiveState, patch: dict[str, Any]) -> dict[str, Any]:
         if not self.bound and not self.clear_errors:
             return patch
         answer = dict(patch)  # ``patch`` itself goes to live pages
@@ -227,38 +290,48 @@ class EventRun:
         return StreamingResponse(_resumed(first, chunks), headers=SSE_HEADERS)
 
     async def _stream(self) -> AsyncIterator[bytes]:
+        joined: list[Address] = []
+        for _ in range(MAX_RESTARTS + 1):
+            attempt = _Attempt()
+            async for chunk in self._stream_once(joined, attempt):
+                yield chunk
+            if attempt.restart is None:
+                return
+            joined.append(attempt.restart)
+        raise RuntimeError(f"{self.label} kept needing more instances; declare them as parameters")
+
+    async def _stream_once(self, joined: list[Address], attempt: _Attempt) -> AsyncIterator[bytes]:
         protocol = self.address.protocol
-        namespace = self.address.namespace
         sent = False
-        async with Transaction(self.runtime, (self.address,)) as tx:
+        async with Transaction(self.runtime, self._addresses(joined)) as tx:
             elements: list[ElementPatch] = []
             first = True
             try:
                 going: Redirect | None = None
                 state = tx.states[0]
                 self._apply_bound(state)
-                async for item in self._steps(state):
+                async for item in self._steps(tx, state, self._arguments(tx)):
                     outcome = self._results(item)
                     going = outcome.going or going
-                    (patch,) = tx.step()
-                    if first:
-                        patch, first = self._for_caller(state, patch), False
+                    patches = self._for_caller(tx, tx.step(), first)
+                    first = False
                     elements.extend(outcome.elements)
-                    text = self._format(outcome, patch)
+                    text = self._format(outcome, patches)
                     if text:
                         chunk = text.encode()  # may fail: before it counts as sent
                         sent = True
                         yield chunk
-                (patch,) = tx.finish()
-                if first:
-                    patch = self._for_caller(state, patch)
-                last_text = protocol.patch_signals({namespace: patch}) if patch else ""
+                patches = self._for_caller(tx, tx.finish(), first)
+                last_text = protocol.patch_signals(patches) if patches else ""
                 if going is not None:
                     last_text += protocol.redirect(going.url)
                 last = last_text.encode()
                 await tx.commit(elements if self.spec.broadcast else ())
             except Exception as exc:
-                (correction,) = tx.rollback()
+                corrections = tx.rollback()
+                if isinstance(exc, OutOfOrder) and not sent:
+                    attempt.restart = exc.address
+                    return
                 if isinstance(exc, _ANSWERED):
                     if not sent:
                         raise
@@ -269,31 +342,50 @@ class EventRun:
                 else:
                     logger.exception("faststate: event %s failed; state rolled back", self.label)
                     messages = _FAILED
-                # What this stream already showed is undone on the page, but
-                # for what the user typed, which stays for them to correct.
-                for name in self.bound:
-                    correction.pop(name, None)
-                yield refusal(self.address, messages, correction).encode()
+                yield self._undo(tx, corrections, messages).encode()
                 return
         if last:
             yield last
+
+    def _undo(
+        self, tx: Transaction, corrections: list[dict[str, Any]], messages: dict[str, str]
+    ) -> str:
+        """What undoes on the page the progress a stream showed, and says why.
+
+        What the user typed stays for them to correct."""
+        own = dict(corrections[0])
+        for name in self.bound:
+            own.pop(name, None)
+        own[ERRORS_SIGNAL] = errors_signal(messages)
+        patches = {self.address.namespace: own}
+        for address, correction in zip(tx.addresses[1:], corrections[1:], strict=True):
+            if correction:
+                patches[address.namespace] = correction
+        return self.address.protocol.patch_signals(patches)
 
     def _apply_bound(self, state: ReactiveState) -> None:
         # Inside the transaction: tracked, saved and rolled back with the event.
         for name, value in self.bound.items():
             setattr(state, name, value)
 
-    async def _steps(self, state: ReactiveState) -> AsyncIterator[Any]:
+    async def _steps(
+        self, tx: Transaction, state: ReactiveState, kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
         if self.spec.kind == "async_generator":
-            async for item in self.spec.func(state, **self.kwargs):
+            steps = self.spec.func(state, **kwargs)
+            while True:
+                with tx.running():
+                    item = await anext(steps, _STOP)
+                if item is _STOP:
+                    return
                 yield item
-            return
-        iterator: Iterator[Any] = self.spec.func(state, **self.kwargs)
+        iterator: Iterator[Any] = self.spec.func(state, **kwargs)
         while True:
-            if self.spec.thread:
-                item = await to_thread.run_sync(next, iterator, _STOP)
-            else:
-                item = next(iterator, _STOP)
+            with tx.running():
+                if self.spec.thread:
+                    item = await to_thread.run_sync(next, iterator, _STOP)
+                else:
+                    item = next(iterator, _STOP)
             if item is _STOP:
                 return
             yield item
@@ -322,6 +414,16 @@ class EventRun:
                 html = to_html(item)
                 outcome.elements.append(ElementPatch(html, self.spec.selector, self.spec.mode))
         return outcome
+
+
+class _Attempt:
+    """How one try of a generator event ended: ``restart`` names the instance it
+    must lock up front next time."""
+
+    __slots__ = ("restart",)
+
+    def __init__(self) -> None:
+        self.restart: Address | None = None
 
 
 class Outcome:

@@ -14,8 +14,9 @@ roles never deadlock, and it rolls back, saves and publishes them together.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,25 @@ if TYPE_CHECKING:
     from faststate._runtime import Runtime
 
 logger = logging.getLogger("faststate")
+
+#: The transaction whose code (an event's method, a ``mutate`` block) is running
+#: in this context: ``mutate`` and ``use_state`` there join it.
+_running: ContextVar[Transaction | None] = ContextVar("faststate_transaction", default=None)
+
+
+def running() -> Transaction | None:
+    """The transaction whose code is running here, if any."""
+    return _running.get()
+
+
+class OutOfOrder(Exception):
+    """A running transaction was asked to join an instance it cannot lock without
+    risking a deadlock: its key sorts before one already held.  The caller rolls
+    back and starts again with the instance among those locked up front."""
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(f"{address.key} must be locked before the instances already held")
+        self.address = address
 
 
 async def load(runtime: Runtime, address: Address) -> ReactiveState:
@@ -197,6 +217,42 @@ class Transaction:
                 await self._held.pop()[0].__aexit__(exc_type, exc, traceback)
             else:
                 await self._release(exc_type, exc, traceback)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Run code (the event's method, one step of it) as this transaction's own:
+        ``mutate`` and ``use_state`` inside it join the transaction."""
+        token = _running.set(self)
+        try:
+            yield
+        finally:
+            _running.reset(token)
+
+    def holding(self, key: str) -> ReactiveState | None:
+        """The instance at ``key`` if this transaction holds it."""
+        for address, state in zip(self.addresses, self.states, strict=True):
+            if address.key == key:
+                return state
+        return None
+
+    async def join(self, address: Address) -> ReactiveState:
+        """Lock, load and track one more instance; it commits or rolls back with the rest.
+
+        Locks are taken in one global order, so only a key after every held
+        one can be waited for; any other raises ``OutOfOrder``.
+        """
+        if self._done:
+            raise RuntimeError("this transaction has ended; it cannot take more instances")
+        if any(address.key <= key for _, _, key in self._held):
+            raise OutOfOrder(address)
+        lock = self.runtime.store.lock(address.key)
+        self._held.append((lock, await lock.__aenter__(), address.key))
+        state = await load(self.runtime, address)
+        self.addresses.append(address)
+        self.states.append(state)
+        self._trackers.append(begin_tracking(state))
+        self._shown.append({})
+        return state
 
     def step(self) -> list[dict[str, Any]]:
         """What changed since the last step, per instance; tracking goes on."""

@@ -21,7 +21,7 @@ from faststate._registry import registry_of
 from faststate._resolve import address_for, address_from_key, authorize, registration_for
 from faststate._runtime import Runtime
 from faststate._state import ReactiveState, placement_of, stored_version
-from faststate._transaction import Transaction
+from faststate._transaction import Transaction, running
 
 S = TypeVar("S", bound=ReactiveState)
 
@@ -37,8 +37,17 @@ async def mutate(target: Any, cls: type[S], *, key: str | None = None) -> AsyncI
     record id for RECORD).
     """
     runtime, address = await _locate(target, cls, key)
+    joining = running()
+    if joining is not None and joining.runtime is runtime:
+        # Inside an event (or another mutate): the instance joins that
+        # transaction, saved or rolled back with it; waiting for a lock of
+        # its own here could deadlock against it.
+        state = joining.holding(address.key) or await joining.join(address)
+        yield cast(S, state)
+        return
     async with Transaction(runtime, (address,)) as tx:
-        yield cast(S, tx.states[0])
+        with tx.running():
+            yield cast(S, tx.states[0])
         patches = tx.finish()
         for patch in patches:
             dump_json(patch)  # what pages could not be sent is not kept
