@@ -14,10 +14,22 @@ from typing import TYPE_CHECKING, Any
 from faststate._app import FastStateApp, StateApp, register_state
 from faststate._errors import Invalid
 from faststate._events import event, redirect, set_signals
-from faststate._helpers import action, bind, error, on, ref, signal_name, signals, text
+from faststate._helpers import (
+    action,
+    bind,
+    error,
+    on,
+    ref,
+    signal_name,
+    signals,
+    text,
+    viewer_count,
+    viewer_names,
+)
 from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
 from faststate._live.streams import live
+from faststate._live.viewers import aviewers, viewers
 from faststate._middleware import FastStateMiddleware
 from faststate._resolve import ause_state, use_state
 from faststate._scopes import StateConfig, StateScope
@@ -71,6 +83,7 @@ __all__ = [
     "StoreUnavailable",
     "action",
     "ause_state",
+    "aviewers",
     "bind",
     "error",
     "event",
@@ -87,4 +100,7 @@ __all__ = [
     "signals",
     "text",
     "use_state",
+    "viewer_count",
+    "viewer_names",
+    "viewers",
 ]

@@ -60,6 +60,11 @@ class Address:
         return self.registration.config.scope
 
     @property
+    def presence(self) -> bool:
+        """Whether the class was registered with ``presence``."""
+        return self.registration.config.presence is not False
+
+    @property
     def url_prefix(self) -> str:
         return self.root_path + self.registration.prefix
 

@@ -13,7 +13,7 @@ from faststate._live.streams import LIVE_PATH, live_endpoint
 from faststate._middleware import FastStateMiddleware
 from faststate._registry import Registration, add_registration, registry_of
 from faststate._routing import EventEndpoint, request_endpoint
-from faststate._scopes import Authorize, StateConfig, StateScope
+from faststate._scopes import Authorize, StateConfig, StateScope, ViewerLabel
 from faststate._state import ReactiveState
 
 
@@ -26,6 +26,7 @@ def register_state(
     auto_persist: bool = False,
     authorize: Authorize | None = None,
     prefix: str = "",
+    presence: bool | ViewerLabel = False,
 ) -> Registration:
     """Register ``cls`` on ``app`` and mount ``POST {prefix}/{cls}/{event}`` routes.
 
@@ -35,13 +36,20 @@ def register_state(
     ``authorize(request, key) -> bool`` (sync or async) is asked on every
     use, event and live subscription (false: 403), with ``key`` the id the
     scope is keyed by (record, component, user or session id; ``""`` for
-    GLOBAL); ``prefix`` goes before the event paths.
+    GLOBAL); ``prefix`` goes before the event paths.  ``presence=True``
+    tracks who has a live page of an instance open (``viewers``,
+    ``viewer_count``, ``viewer_names``), labelled by user id, or by
+    ``presence(request)`` when it is a callable.
     """
     registry = registry_of(app)
     if registry is None:
         raise TypeError("register_state needs a Starlette or FastHTML app")
     config = StateConfig(
-        scope=StateScope(scope), ttl=ttl, auto_persist=auto_persist, authorize=authorize
+        scope=StateScope(scope),
+        ttl=ttl,
+        auto_persist=auto_persist,
+        authorize=authorize,
+        presence=presence,
     )
     registration = add_registration(registry, cls, config, prefix)
     _mount_events(app, registration)
@@ -106,6 +114,7 @@ class StateApp:
         auto_persist: bool = False,
         authorize: Authorize | None = None,
         prefix: str = "",
+        presence: bool | ViewerLabel = False,
     ) -> Registration:
         """``register_state(self, cls, ...)``."""
         return register_state(
@@ -116,6 +125,7 @@ class StateApp:
             auto_persist=auto_persist,
             authorize=authorize,
             prefix=prefix,
+            presence=presence,
         )
 
 

@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 
 from faststate._errors import GENERAL
 from faststate._events import EventSpec, event_spec
-from faststate._protocol import ERRORS_SIGNAL, dump_json
+from faststate._live.presence import GUEST
+from faststate._protocol import ERRORS_SIGNAL, VIEWERS_SIGNAL, dump_json
 from faststate._state import ReactiveState, bindable_fields, placement_of, signal_attributes
 
 
@@ -74,6 +75,25 @@ def _message(state: ReactiveState, name: str | None) -> str:
 def text(state: ReactiveState, name: str) -> dict[str, str]:
     """``{"data-text": "$Namespace.field"}``."""
     return {"data-text": ref(state, name)}
+
+
+def viewer_count(state: ReactiveState) -> dict[str, str]:
+    """``data-text`` of how many sessions have a live page of ``state`` open."""
+    return {"data-text": f"{_viewers(state)}.length"}
+
+
+def viewer_names(state: ReactiveState) -> dict[str, str]:
+    """``data-text`` of the logged-in viewers of ``state``: ``"alice, bob"`` (guests left out)."""
+    names = f"[...new Set({_viewers(state)})].filter(name => name !== {dump_json(GUEST)})"
+    return {"data-text": f"{names}.join(', ')"}
+
+
+def _viewers(state: ReactiveState) -> str:
+    if not placement_of(state).presence:
+        raise TypeError(
+            f"{type(state).__name__} does not track its viewers: register it with presence=True"
+        )
+    return f"${signal_name(state)}.{VIEWERS_SIGNAL}"
 
 
 def signals(state: ReactiveState) -> dict[str, str]:

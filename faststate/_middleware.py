@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faststate._context import CONTEXT_KEY, RequestContext
 from faststate._guards import Refusal, SlowBodies, guard_asgi, refusal_response
 from faststate._live.broker import Broker
+from faststate._live.presence import Presence
 from faststate._protocol import Dialect, get_protocol
 from faststate._registry import Registry, registry_of
 from faststate._runtime import OpenStreams, Runtime, UserKey
@@ -77,12 +78,13 @@ class FastStateMiddleware:
     ) -> None:
         self.app = app
         store = store if store is not None else MemoryStore()
+        broker = broker if broker is not None else store.default_broker()
         keys = _secret_keys(secret_key, store)
         self.signer = TimestampSigner(keys, salt="faststate.session")  # type: ignore[arg-type]
         self.runtime = Runtime(
             store=store,
             persistence=_persistence(persistence),
-            broker=broker if broker is not None else store.default_broker(),
+            broker=broker,
             protocol=get_protocol(protocol),
             user_key=user_key,
             max_body_size=max_body_size,
@@ -92,6 +94,7 @@ class FastStateMiddleware:
             live_max_age=live_max_age,
             heartbeat=heartbeat,
             streams=OpenStreams(max_streams, max_streams_per_session),
+            presence=Presence(store.viewer_table(), broker, heartbeat),
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
         )
         self._verified: dict[str, tuple[str, float]] = {}
@@ -167,6 +170,7 @@ class FastStateMiddleware:
                 _end_streams_on_exit_signals(runtime.streams)
             elif message["type"] == "lifespan.shutdown.complete":
                 runtime.streams.end_all()
+                await runtime.presence.aclose()
                 await runtime.broker.aclose()
                 await runtime.store.aclose()
                 if runtime.persistence is not None:

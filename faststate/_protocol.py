@@ -25,6 +25,9 @@ PATCH_MODES: Final = frozenset(
 #: The client-only signal, under an instance's namespace, holding the
 #: errors the page shows for it (see ``faststate._errors``).
 ERRORS_SIGNAL: Final = "_errors"
+#: The client-only signal, under an instance's namespace, listing who has a
+#: live page of it open (classes registered with ``presence``).
+VIEWERS_SIGNAL: Final = "_viewers"
 #: Cache-Control, Content-Type and X-Accel-Buffering, as datastar-py sends them.
 SSE_HEADERS: Final[dict[str, str]] = dict(_DATASTAR_SSE_HEADERS)
 

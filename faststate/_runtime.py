@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from faststate._guards import SlowBodies
 from faststate._live.broker import Broker
+from faststate._live.presence import Presence
 from faststate._protocol import Dialect
 from faststate._scopes import SESSION_BOUND, StateConfig
 from faststate._stores.base import StateStore
@@ -85,6 +86,8 @@ class Runtime:
     live_max_age: int
     heartbeat: float
     streams: OpenStreams
+    #: Who has a live page of a ``presence`` class open.
+    presence: Presence
     #: Expiry of SESSION and COMPONENT instances registered without a ``ttl``: the
     #: session cookie's lifetime, after which nobody can reach them any more.
     session_ttl: float | None = None

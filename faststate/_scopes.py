@@ -24,6 +24,9 @@ component id (COMPONENT), the user id (USER), the session id (SESSION),
 ``""`` (GLOBAL) — never the internal store key.
 """
 
+ViewerLabel = Callable[["HTTPConnection"], "str | None"]
+"""``label(request) -> str | None``: what other pages show for this viewer (None: ``"guest"``)."""
+
 MAX_ID_LENGTH: Final = 128
 _ESCAPED_NAMESPACE_CHARS: Final = re.compile(r"[^A-Za-z0-9]")
 
@@ -52,6 +55,9 @@ class StateConfig:
     ttl: float | None = None
     auto_persist: bool = False
     authorize: Authorize | None = None
+    #: Track who has a live page of an instance open: ``True`` labels viewers
+    #: by user id, a ``ViewerLabel`` callable as it says.
+    presence: bool | ViewerLabel = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scope", StateScope(self.scope))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field, SQLModel
 
 from faststate._diff import dump_fields, dump_public, is_plain, merge_diff, plain_fields
-from faststate._protocol import ERRORS_SIGNAL, Dialect, dump_json, get_protocol
+from faststate._protocol import ERRORS_SIGNAL, VIEWERS_SIGNAL, Dialect, dump_json, get_protocol
 
 if TYPE_CHECKING:
     from fastcore.xml import FT
@@ -54,6 +54,8 @@ class Placement(Protocol):
     def url_prefix(self) -> str: ...
     @property
     def client_param(self) -> tuple[str, str] | None: ...
+    @property
+    def presence(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class _Unplaced:
     protocol: Dialect
     url_prefix: str = ""
     client_param: tuple[str, str] | None = None
+    presence: bool = False
 
 
 class _BindableMarker:
@@ -235,10 +238,15 @@ def public_state(state: ReactiveState) -> dict[str, Any]:
 
 
 def signal_attributes(state: ReactiveState) -> dict[str, str]:
-    namespace = placement_of(state).namespace
+    where = placement_of(state)
+    namespace = where.namespace
     # The errors signal exists from the start, so that what shows it reacts.
     signals = {**public_state(state), ERRORS_SIGNAL: ""}
-    return {"data-signals": dump_json({namespace: signals})}
+    attributes = {"data-signals": dump_json({namespace: signals})}
+    if where.presence:
+        # Only if missing: a re-rendered state must not blank the live stream's list.
+        attributes["data-signals__ifmissing"] = dump_json({namespace: {VIEWERS_SIGNAL: []}})
+    return attributes
 
 
 def begin_tracking(state: ReactiveState) -> Tracker:

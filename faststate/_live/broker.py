@@ -47,8 +47,34 @@ class Change:
         return cls(data["k"], int(data["v"]), data["p"], elements, bool(data.get("r")))
 
 
-Subscriber = Callable[[Change | None], None]
-"""Called with each change of a subscribed key; ``None`` means "you may have missed some"."""
+@dataclass(frozen=True)
+class ViewersChanged:
+    """A live page of ``key`` opened or closed somewhere (presence).
+
+    Not a change of the instance: it has no version, and streams ignore it;
+    each process's presence registry re-reads the viewers when it arrives.
+    """
+
+    key: str
+
+    def to_json(self) -> str:
+        return _VIEWERS_CHANGED + json.dumps(self.key) + "}"
+
+
+# Checked by prefix, so a change is still parsed once: change JSON starts with '{"k":'.
+_VIEWERS_CHANGED = '{"viewers":'
+
+
+def message_from_json(text: str | bytes) -> Change | ViewersChanged:
+    """A published message: a ``Change``, or a ``ViewersChanged`` notice."""
+    raw = text.decode() if isinstance(text, bytes) else text
+    if raw.startswith(_VIEWERS_CHANGED):
+        return ViewersChanged(str(json.loads(raw)["viewers"]))
+    return Change.from_json(raw)
+
+
+Subscriber = Callable[[Change | ViewersChanged | None], None]
+"""Called with each message of a subscribed key; ``None`` means "you may have missed some"."""
 
 
 class Broker(ABC):
@@ -70,6 +96,10 @@ class Broker(ABC):
     @abstractmethod
     async def publish(self, change: Change) -> None: ...
 
+    async def publish_viewers(self, key: str) -> None:
+        """Tell every process that the viewers of ``key`` changed (in process here)."""
+        self._deliver(ViewersChanged(key))
+
     def reaches(self, key: str) -> bool:
         """Whether a change of ``key`` may have a subscriber anywhere."""
         return True
@@ -77,7 +107,7 @@ class Broker(ABC):
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
-    def _deliver(self, change: Change) -> None:
+    def _deliver(self, change: Change | ViewersChanged) -> None:
         # Subscribers only enqueue; a slow page never delays a publisher.
         for subscriber in tuple(self._subscribers.get(change.key, ())):
             subscriber(change)

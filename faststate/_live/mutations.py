@@ -65,7 +65,7 @@ async def push(
 
     ``state`` must have been resolved (``use_state``, an event, ``mutate``).
     """
-    runtime = _runtime(target)
+    runtime = runtime_of(target)
     key = placement_of(state).key
     if key.startswith("unbound:"):
         raise ValueError("push() needs a resolved instance (from use_state, an event or mutate)")
@@ -83,13 +83,14 @@ async def _locate(
         address = address_for(target, context, registration_for(context, target, cls), key)
         await authorize(target, address)
         return context.runtime, address
-    runtime = _runtime(target)
+    runtime = runtime_of(target)
     registry = registry_of(target, create=False)
-    assert registry is not None  # _runtime checked it
+    assert registry is not None  # runtime_of checked it
     return runtime, address_from_key(runtime, registry.get(cls), key)
 
 
-def _runtime(target: Any) -> Runtime:
+def runtime_of(target: Any) -> Runtime:
+    """The runtime of a request, or of an app that has started."""
     if isinstance(target, HTTPConnection):
         return context_of(target).runtime
     registry = registry_of(target, create=False)

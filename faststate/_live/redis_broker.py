@@ -12,7 +12,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from faststate._live.broker import Broker, Change, Subscriber
+from faststate._live.broker import (
+    Broker,
+    Change,
+    Subscriber,
+    ViewersChanged,
+    message_from_json,
+)
 
 logger = logging.getLogger("faststate")
 
@@ -94,6 +100,14 @@ class RedisBroker(Broker):
             # The change is saved; pages catch up on their next message or reconnect.
             logger.warning("faststate: could not publish %s: %s", change.key, exc)
 
+    async def publish_viewers(self, key: str) -> None:
+        """Presence notices share the key's channel; a lost one is made up for
+        by the next heartbeat's re-read."""
+        try:
+            await self._redis.publish(self._channel(key), ViewersChanged(key).to_json())
+        except RedisError as exc:
+            logger.warning("faststate: could not publish viewers of %s: %s", key, exc)
+
     async def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
             self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -111,7 +125,7 @@ class RedisBroker(Broker):
                 message = await self._pubsub.get_message(timeout=1.0)
                 if message is None or message.get("type") != "message":
                     continue
-                change = Change.from_json(message["data"])
+                change = message_from_json(message["data"])
                 if change.key == message["channel"].decode()[prefix_length:]:
                     self._deliver(change)
             except asyncio.CancelledError:

@@ -28,8 +28,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from faststate._address import Address
 from faststate._context import RequestContext, context_of
-from faststate._live.broker import Change
-from faststate._protocol import SSE_HEADERS, Dialect
+from faststate._live.broker import Change, ViewersChanged
+from faststate._live.presence import Seat
+from faststate._live.viewers import seats_for
+from faststate._protocol import SSE_HEADERS, VIEWERS_SIGNAL, Dialect
 from faststate._resolve import authorize, registration_named
 from faststate._runtime import Runtime
 from faststate._scopes import SESSION_BOUND, StateScope, parse_key
@@ -54,10 +56,12 @@ def live(request: HTTPConnection) -> dict[str, str]:
     if not context.resolved:
         return {}
     runtime = context.runtime
+    # A presence page gets a session cookie, so that the tabs of one visitor count once.
+    presence = any(a.presence for a, _ in context.resolved.values())
     entries = [[key, a.registration.name, a.namespace] for key, (a, _) in context.resolved.items()]
     token = runtime.live_signer.dumps(
         {
-            "s": context.existing_session_id,
+            "s": context.session_id if presence else context.existing_session_id,
             "k": entries,
             "v": [version for _, version in context.resolved.values()],
         }
@@ -83,7 +87,7 @@ async def live_endpoint(request: Request) -> Response:
     if runtime.streams.full(session):
         return PlainTextResponse("too many live streams", 429)
     known = _last_event_versions(request.headers, len(watched)) or versions
-    return LiveStream(runtime, watched, known, session)
+    return LiveStream(runtime, watched, known, session, seats_for(request, context, watched))
 
 
 def _entries(payload: Any) -> tuple[list[tuple[str, str]], list[int]]:
@@ -160,6 +164,7 @@ class LiveStream(Response):
         watched: Sequence[Address],
         known: list[int],
         session: str | None,
+        seats: Sequence[Seat] = (),
     ) -> None:
         # As StreamingResponse does: no body, so no Content-Length.
         self.status_code = 200
@@ -175,10 +180,13 @@ class LiveStream(Response):
         self.resync_all = False
         self.ended = False
         self.shutdown = False
+        # Presence: this page's seats, and the latest viewer lists not sent yet.
+        self.seats = tuple(seats)
+        self.viewers_due: dict[str, list[str]] = {}
 
     # Broker side: never blocks, never raises.
-    def deliver(self, change: Change | None) -> None:
-        if self.ended:
+    def deliver(self, change: Change | ViewersChanged | None) -> None:
+        if self.ended or isinstance(change, ViewersChanged):
             return
         if change is None:
             self._resync()
@@ -194,6 +202,13 @@ class LiveStream(Response):
         self.resync_all = True
         self.queue.put_nowait(_WAKE)
 
+    def show_viewers(self, key: str, labels: list[str]) -> None:
+        # Kept apart from the queue: only the latest list matters, and a resync
+        # that empties the queue must not lose it.
+        self.viewers_due[key] = labels
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_WAKE)
+
     def end(self, shutdown: bool = False) -> None:
         self.ended = True
         self.shutdown = shutdown
@@ -207,6 +222,8 @@ class LiveStream(Response):
         try:
             for watched in self.watched:
                 await self.runtime.broker.subscribe(watched.key, self.deliver)
+            if self.seats:
+                await self.runtime.presence.join(self, self.seats)
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._run(send)
         except OSError:
@@ -215,6 +232,8 @@ class LiveStream(Response):
             watcher.cancel()
             for watched in self.watched:
                 await self.runtime.broker.unsubscribe(watched.key, self.deliver)
+            if self.seats:
+                await self.runtime.presence.leave(self)
             self._close()
         if self.shutdown and self.protocol.name == "beta":
             # Datastar beta reconnects only after a broken connection, so a
@@ -240,6 +259,8 @@ class LiveStream(Response):
                     await self._send_full(send)
                 elif isinstance(item, Change):
                     await self._send_change(send, item)
+                if self.viewers_due:
+                    await self._send_viewers(send)
             except ValueError as exc:  # a value JSON cannot carry: skip it, keep the page
                 logger.warning("faststate: a live change could not be sent: %s", exc)
 
@@ -272,6 +293,13 @@ class LiveStream(Response):
         if change.patch:
             text += self.protocol.patch_signals({namespace: change.patch}, event_id)
         await self._write(send, text)
+
+    async def _send_viewers(self, send: Send) -> None:
+        due, self.viewers_due = self.viewers_due, {}
+        namespaces = {w.key: w.namespace for w in self.watched}
+        signals = {namespaces[key]: {VIEWERS_SIGNAL: labels} for key, labels in due.items()}
+        # No event id: a viewer list is no version of the state.
+        await self._write(send, self.protocol.patch_signals(signals))
 
     def _format_elements(self, change: Change, event_id: str) -> str:
         return self.protocol.format_elements(change.elements, event_id)

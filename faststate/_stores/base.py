@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from faststate._live.broker import Broker, LocalBroker
+from faststate._live.presence import LocalViewers, ViewerTable
 
 if TYPE_CHECKING:
     from faststate._state import ReactiveState
@@ -96,6 +97,10 @@ class StateStore(ABC):
     @abstractmethod
     def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         """Exclusive access to ``key`` for the length of one event."""
+
+    def viewer_table(self) -> ViewerTable:
+        """Where presence keeps its seats: in process."""
+        return LocalViewers()
 
     def default_broker(self) -> Broker:
         """How changes reach live pages when the app names no broker: in process."""

@@ -24,7 +24,9 @@ from redis.exceptions import LockNotOwnedError
 from redis.exceptions import RedisError as _RedisError
 
 from faststate._live.broker import Broker
+from faststate._live.presence import ViewerTable
 from faststate._live.redis_broker import RedisBroker
+from faststate._live.redis_presence import RedisViewers
 from faststate._state import ReactiveState, set_stored_version, stored_version
 from faststate._stores.base import (
     Lease,
@@ -244,6 +246,10 @@ class RedisStore(StateStore):
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
         return task
+
+    def viewer_table(self) -> ViewerTable:
+        """Seats in Redis on this store's connections, so every worker sees them."""
+        return RedisViewers(self._async, self._sync, self.prefix)
 
     def default_broker(self) -> Broker:
         """Redis pub/sub on the same server, so changes reach every worker's pages."""
