@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from faststate import (
-    RedisStore,
     ReactiveState,
+    RedisStore,
     StateScope,
     aviewers,
     event,
