@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fasthtml.common import to_xml
+from fasthtml.common import Div, to_xml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -183,6 +183,31 @@ def test_page_helpers_and_signals(protocol: str) -> None:
     assert results["viewers"] == []
     assert "data-signals__ifmissing" in results["room"]
     assert "_viewers" in results["room"]
+
+
+async def test_a_label_function_names_viewers() -> None:
+    class Lobby(ReactiveState):
+        n: int = 0
+
+    app = Starlette()
+    app.add_middleware(FastStateMiddleware, secret_key=SECRET)
+    register_state(
+        app, Lobby, scope=StateScope.GLOBAL, presence=lambda req: req.headers.get("x-name")
+    )
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(to_xml(Div(use_state(request, Lobby), **live(request))))
+
+    app.router.routes.append(Route("/room", page))
+    with run_server(app) as url:
+        async with (
+            httpx.AsyncClient(base_url=url, headers={"x-name": "Zoe"}) as zoe,
+            httpx.AsyncClient(base_url=url) as nobody,
+            page_stream(zoe) as stream,
+        ):
+            assert await viewers_of(stream, "Lobby") == ["Zoe"]
+            async with page_stream(nobody):
+                await until(stream, ["Zoe", "guest"], "Lobby")
 
 
 def test_presence_page_sets_a_cookie_and_messages_round_trip() -> None:
