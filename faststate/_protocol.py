@@ -25,6 +25,9 @@ PATCH_MODES: Final = frozenset(
 #: The client-only signal, under an instance's namespace, holding the
 #: errors the page shows for it (see ``faststate._errors``).
 ERRORS_SIGNAL: Final = "_errors"
+#: The client-only page signal naming the page (its live stream), sent with
+#: every event so that the page's own stream does not show the change twice.
+PAGE_SIGNAL: Final = "_faststatePage"
 #: Cache-Control, Content-Type and X-Accel-Buffering, as datastar-py sends them.
 SSE_HEADERS: Final[dict[str, str]] = dict(_DATASTAR_SSE_HEADERS)
 
@@ -195,7 +198,7 @@ class DatastarV1(Dialect):
             else:
                 exclude += rf"|^{own_namespace}(\.|$)"
             # ...and the errors it shows, so that an accepted event clears them.
-            exclude = rf"^(?!{own_namespace}\.{ERRORS_SIGNAL}$)(?:{exclude})"
+            exclude = rf"^(?!{own_namespace}\.{ERRORS_SIGNAL}$|{PAGE_SIGNAL}$)(?:{exclude})"
         build = getattr(action_generator, method)
         expression: str = build(url, retry="never", exclude_signals=exclude)
         return expression
