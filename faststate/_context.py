@@ -24,7 +24,7 @@ class RequestContext:
     cookie, so static pages and bots do not mint sessions.
     """
 
-    __slots__ = ("_session_id", "app", "resolved", "runtime", "session_is_new")
+    __slots__ = ("_page_id", "_session_id", "app", "resolved", "runtime", "session_is_new")
 
     def __init__(self, runtime: Runtime, app: Any, session_id: str | None) -> None:
         self.runtime = runtime
@@ -33,6 +33,15 @@ class RequestContext:
         self.session_is_new = False
         #: Instances this request resolved, by key, with the version it saw (for ``live``).
         self.resolved: dict[str, tuple[Address, int]] = {}
+        self._page_id: str | None = None
+
+    @property
+    def page_id(self) -> str:
+        """The id of the page this request renders: its live stream and its events
+        name it, so that the stream skips what the page's own events answered."""
+        if self._page_id is None:
+            self._page_id = secrets.token_urlsafe(12)
+        return self._page_id
 
     @property
     def session_id(self) -> str:

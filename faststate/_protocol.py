@@ -28,6 +28,9 @@ ERRORS_SIGNAL: Final = "_errors"
 #: The client-only signal, under an instance's namespace, listing who has a
 #: live page of it open (classes registered with ``presence``).
 VIEWERS_SIGNAL: Final = "_viewers"
+#: The client-only page signal naming the page (its live stream), sent with
+#: every event so that the page's own stream does not show the change twice.
+PAGE_SIGNAL: Final = "_faststatePage"
 #: Cache-Control, Content-Type and X-Accel-Buffering, as datastar-py sends them.
 SSE_HEADERS: Final[dict[str, str]] = dict(_DATASTAR_SSE_HEADERS)
 
@@ -198,7 +201,7 @@ class DatastarV1(Dialect):
             else:
                 exclude += rf"|^{own_namespace}(\.|$)"
             # ...and the errors it shows, so that an accepted event clears them.
-            exclude = rf"^(?!{own_namespace}\.{ERRORS_SIGNAL}$)(?:{exclude})"
+            exclude = rf"^(?!{own_namespace}\.{ERRORS_SIGNAL}$|{PAGE_SIGNAL}$)(?:{exclude})"
         build = getattr(action_generator, method)
         expression: str = build(url, retry="never", exclude_signals=exclude)
         return expression

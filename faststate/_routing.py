@@ -30,8 +30,8 @@ from faststate._errors import (
     messages_of,
 )
 from faststate._events import EventSpec, PageSignals, Redirect, bound_values
-from faststate._guards import VALUES_KEY, Refusal, guard_request, refusal_response
-from faststate._protocol import ERRORS_SIGNAL, SSE_HEADERS, ElementPatch, to_html
+from faststate._guards import VALUES_KEY, FormFields, Refusal, guard_request, refusal_response
+from faststate._protocol import ERRORS_SIGNAL, PAGE_SIGNAL, SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
 from faststate._resolve import address_for, authorize, registration_for
 from faststate._runtime import Runtime
@@ -106,6 +106,7 @@ async def handle_event(request: Request, registration: Registration, spec: Event
         typed=values.get(address.namespace) if bound else None,
         clear_errors=errors_shown(values, address.namespace),
         others=others,
+        page=_page_of(values),
     )
     try:
         if spec.kind in ("generator", "async_generator"):
@@ -134,6 +135,7 @@ class EventRun:
         "clear_errors",
         "kwargs",
         "others",
+        "page",
         "runtime",
         "spec",
         "typed",
@@ -150,6 +152,7 @@ class EventRun:
         typed: Mapping[str, Any] | None = None,
         clear_errors: bool = False,
         others: Sequence[tuple[str, Address]] = (),
+        page: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.address = address
@@ -163,6 +166,8 @@ class EventRun:
         self.clear_errors = clear_errors
         #: State parameters: their names and the instances they receive.
         self.others = list(others)
+        #: The page that sent the event, whose live stream need not repeat it.
+        self.page = page
 
     @property
     def label(self) -> str:
@@ -209,10 +214,10 @@ class EventRun:
                 patches = self._for_caller(tx, tx.finish())
                 # Written before the commit: what cannot be sent is not kept.
                 if isinstance(result, Response) and outcome.going is None:
-                    response = result
+                    response, page = result, None  # the page may not apply it: its stream does
                 else:
-                    response = self._answer(outcome, patches)
-                await tx.commit(outcome.elements if spec.broadcast else ())
+                    response, page = self._answer(outcome, patches), self.page
+                await tx.commit(outcome.elements if spec.broadcast else (), page)
             except (*_ANSWERED, OutOfOrder):
                 raise
             except Invalid as exc:
@@ -326,7 +331,7 @@ class EventRun:
                 if going is not None:
                     last_text += protocol.redirect(going.url)
                 last = last_text.encode()
-                await tx.commit(elements if self.spec.broadcast else ())
+                await tx.commit(elements if self.spec.broadcast else (), self.page)
             except Exception as exc:
                 corrections = tx.rollback()
                 if isinstance(exc, OutOfOrder) and not sent:
@@ -456,6 +461,11 @@ class SSEResponse(Response):
         self.background = None
         self.body = text.encode()  # may fail (a lone surrogate): before the commit
         self.raw_headers = [*self._HEADERS, (b"content-length", str(len(self.body)).encode())]
+
+
+def _page_of(values: Mapping[str, Any]) -> str | None:
+    page = values.get(PAGE_SIGNAL) if not isinstance(values, FormFields) else None
+    return page if isinstance(page, str) and 0 < len(page) <= 64 else None
 
 
 def refusal(

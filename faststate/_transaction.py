@@ -265,7 +265,9 @@ class Transaction:
         """Stop tracking; what changed since the last step, per instance."""
         return self._diff()
 
-    async def commit(self, elements: Sequence[ElementPatch] = ()) -> None:
+    async def commit(
+        self, elements: Sequence[ElementPatch] = (), origin: str | None = None
+    ) -> None:
         """Save every instance, then tell live pages.
 
         An event answered with an error must have changed nothing anywhere,
@@ -276,8 +278,11 @@ class Transaction:
         back; a database commit that fails after the store saved is undone in
         the store by saving the rolled-back instances again.
 
-        ``elements`` go to other pages with the first instance's change.
-        Versions go out in order because the locks are still held.
+        ``elements`` go to other pages with the first instance's change;
+        ``origin`` names the page whose event this is (it has the change).
+        Every save of a watched instance is published, one that changed
+        nothing too, so pages see versions without gaps; they go out in
+        order because the locks are still held.
         """
         runtime = self.runtime
         store = runtime.store
@@ -288,9 +293,10 @@ class Transaction:
             address, state = self.addresses[0], self.states[0]
             await store.save(address.key, state, runtime.ttl_for(address.registration.config))
             self._done = True
-            patch = self._shown[0]
-            if (patch or elements) and runtime.broker.reaches(address.key):
-                change = Change(address.key, stored_version(state), patch, tuple(elements))
+            if runtime.broker.reaches(address.key):
+                version = stored_version(state)
+                shared = tuple(elements)
+                change = Change(address.key, version, self._shown[0], shared, origin=origin)
                 await runtime.broker.publish(change)
             return
         ttls = [runtime.ttl_for(address.registration.config) for address in self.addresses]
@@ -315,10 +321,11 @@ class Transaction:
         self._done = True
         broker = runtime.broker
         for position, (address, state) in enumerate(zip(self.addresses, self.states, strict=True)):
-            patch = self._shown[position]
-            shared = tuple(elements) if position == 0 else ()
-            if (patch or shared) and broker.reaches(address.key):
-                await broker.publish(Change(address.key, stored_version(state), patch, shared))
+            if broker.reaches(address.key):
+                shared = tuple(elements) if position == 0 else ()
+                version = stored_version(state)
+                change = Change(address.key, version, self._shown[position], shared, origin=origin)
+                await broker.publish(change)
 
     async def _write_rows(self, ttls: list[float | None]) -> OpenWrite | None:
         """The ``auto_persist`` instances written in one open database transaction."""

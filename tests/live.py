@@ -81,7 +81,7 @@ def make_app(protocol: str = "v1", gzip: bool = False, **options: Any) -> Starle
             elif part == "profile":
                 use_state(request, Profile)
         attributes = live(request)
-        ((name, expression),) = attributes.items()
+        ((name, expression),) = [(k, v) for k, v in attributes.items() if k != "data-signals"]
         url = re.search(r'"(/_faststate/live\?t=[^"]+)"', expression)
         assert url is not None
         return JSONResponse({"attribute": name, "expression": expression, "url": url.group(1)})

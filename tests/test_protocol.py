@@ -67,7 +67,7 @@ EXPECTED = {
         "drop": "event: datastar-patch-elements\ndata: mode remove\ndata: selector #gone\n\n",
         "attr": 'data-on:click=@post("/Todo/rename?title=x", {"retry": "never", '
         '"filterSignals": {"exclude": '
-        '(new RegExp("^(?!Todo\\\\._errors$)(?:(^|\\\\.)_|^Todo(\\\\.|$))"))}})',
+        '(new RegExp("^(?!Todo\\\\._errors$|_faststatePage$)(?:(^|\\\\.)_|^Todo(\\\\.|$))"))}})',
     },
     "beta": {
         "rename": 'event: datastar-merge-signals\ndata: signals {"Todo":{"title":"héllo"}}\n\n',

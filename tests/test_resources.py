@@ -229,7 +229,7 @@ def capped_server() -> Iterator[str]:
 async def stream_url(client: httpx.AsyncClient, page: str) -> str:
     response = await client.get(page)
     assert response.status_code == 200, response.text
-    (expression,) = response.json().values()
+    (expression,) = [v for k, v in response.json().items() if k != "data-signals"]
     match = re.search(r"/_faststate/live\?t=[A-Za-z0-9_.\-]+", expression)
     assert match is not None, expression
     return match.group(0)

@@ -1,20 +1,31 @@
 """Brokers carry committed changes of an instance to every stream showing it.
 
-A message is a wake-up, not the truth: a stream that misses one (a dropped
-connection, a restarted worker, a full queue) notices by the version numbers
-and reloads the instance's full state.  ``LocalBroker`` serves one process;
-``RedisBroker`` (Redis pub/sub, in ``redis_broker``) reaches every worker.
+Every commit of a watched instance is published, even one that changed
+nothing, so that versions reach pages without gaps.  Each broker keeps a
+short log of recent changes per instance (``replay``): a stream that missed
+some (a reconnect, a lost message) sends the page what it missed, elements
+included, and reloads the instance's full state only when the log no longer
+reaches back far enough.  ``LocalBroker`` serves one process; ``RedisBroker``
+(Redis pub/sub and a capped Redis Stream per instance) reaches every worker.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from faststate._protocol import ElementPatch
+from faststate._versions import same_incarnation
+
+#: Changes kept per instance for pages that reconnect or missed a message.
+REPLAY_SIZE: Final = 64
+#: How long after its last page left an instance's changes are still kept.
+REPLAY_WINDOW: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -27,24 +38,59 @@ class Change:
     elements: tuple[ElementPatch, ...] = field(default=())
     #: Elements pushed at an already saved version (``push``), not a new change.
     replay: bool = False
+    #: The page whose event made the change: it has it from the event's answer.
+    origin: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "k": self.key,
-                "v": self.version,
-                "p": self.patch,
-                "e": [[e.html, e.selector, e.mode] for e in self.elements],
-                "r": self.replay,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "k": self.key,
+            "v": self.version,
+            "p": self.patch,
+            "e": [[e.html, e.selector, e.mode] for e in self.elements],
+            "r": self.replay,
+        }
+        if self.origin is not None:
+            data["o"] = self.origin
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Change:
         data = json.loads(text)
         elements = tuple(ElementPatch(html, selector, mode) for html, selector, mode in data["e"])
-        return cls(data["k"], int(data["v"]), data["p"], elements, bool(data.get("r")))
+        origin = data.get("o")
+        return cls(
+            data["k"],
+            int(data["v"]),
+            data["p"],
+            elements,
+            bool(data.get("r")),
+            origin if isinstance(origin, str) else None,
+        )
+
+
+def missed(log: Iterable[Change], after: int) -> list[Change] | None:
+    """The logged changes a page at version ``after`` has not seen, in order, or None
+    when the log does not hold every one of them (trimmed, or another incarnation).
+
+    Pushed elements at the version the page has may or may not have been shown;
+    they are left out rather than shown twice.
+    """
+    changes: list[Change] = []
+    expected = after + 1
+    for change in log:
+        if change.version <= after or not same_incarnation(change.version, after):
+            continue
+        if change.replay:
+            if change.version < expected:  # pushed at a version the page will have
+                changes.append(change)
+            continue
+        if change.version != expected:
+            return None
+        changes.append(change)
+        expected += 1
+    if changes and changes[0].replay is False and changes[0].version != after + 1:
+        return None
+    return changes
 
 
 @dataclass(frozen=True)
@@ -101,8 +147,14 @@ class Broker(ABC):
         self._deliver(ViewersChanged(key))
 
     def reaches(self, key: str) -> bool:
-        """Whether a change of ``key`` may have a subscriber anywhere."""
+        """Whether a change of ``key`` may have a subscriber anywhere, now or soon
+        (a page reconnecting within the replay window)."""
         return True
+
+    async def replay(self, key: str, after: int) -> list[Change] | None:
+        """The changes of ``key`` after version ``after`` still in the log, in
+        order, or None if some are no longer there."""
+        return None
 
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
@@ -122,10 +174,53 @@ class Broker(ABC):
 
 
 class LocalBroker(Broker):
-    """Delivers within this process only."""
+    """Delivers within this process only; logs the changes of watched instances.
+
+    An instance's log lives while a page watches it and ``replay_window``
+    seconds after the last one left, at most ``replay_size`` changes long.
+    """
+
+    def __init__(
+        self, *, replay_size: int = REPLAY_SIZE, replay_window: float = REPLAY_WINDOW
+    ) -> None:
+        super().__init__()
+        self.replay_size = replay_size
+        self.replay_window = replay_window
+        self._logs: dict[str, deque[Change]] = {}
+        #: Keys nobody watches any more, with when their log goes (oldest first).
+        self._leaving: OrderedDict[str, float] = OrderedDict()
+
+    async def subscribe(self, key: str, subscriber: Subscriber) -> None:
+        await super().subscribe(key, subscriber)
+        self._leaving.pop(key, None)
+        self._forget_expired()
+
+    async def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
+        await super().unsubscribe(key, subscriber)
+        if key not in self._subscribers and key in self._logs:
+            self._leaving[key] = time.monotonic() + self.replay_window
+        self._forget_expired()
 
     def reaches(self, key: str) -> bool:
-        return key in self._subscribers
+        return key in self._subscribers or key in self._leaving
 
     async def publish(self, change: Change) -> None:
+        if self.replay_size > 0:
+            log = self._logs.get(change.key)
+            if log is None:
+                log = self._logs[change.key] = deque(maxlen=self.replay_size)
+            log.append(change)
         self._deliver(change)
+
+    async def replay(self, key: str, after: int) -> list[Change] | None:
+        log = self._logs.get(key)
+        return missed(log, after) if log is not None else None
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        while self._leaving:
+            key, until = next(iter(self._leaving.items()))
+            if until > now:
+                return
+            del self._leaving[key]
+            self._logs.pop(key, None)

@@ -31,13 +31,13 @@ from faststate._context import RequestContext, context_of
 from faststate._live.broker import Change, ViewersChanged
 from faststate._live.presence import Seat
 from faststate._live.viewers import seats_for
-from faststate._protocol import SSE_HEADERS, VIEWERS_SIGNAL, Dialect
+from faststate._protocol import PAGE_SIGNAL, SSE_HEADERS, VIEWERS_SIGNAL, Dialect, dump_json
 from faststate._resolve import authorize, registration_named
 from faststate._runtime import Runtime
 from faststate._scopes import SESSION_BOUND, StateScope, parse_key
 from faststate._state import ReactiveState, public_state, stored_version
-from faststate._stores.base import same_incarnation
 from faststate._transaction import read as read_committed
+from faststate._versions import same_incarnation
 
 logger = logging.getLogger("faststate")
 
@@ -64,11 +64,15 @@ def live(request: HTTPConnection) -> dict[str, str]:
             "s": context.session_id if presence else context.existing_session_id,
             "k": entries,
             "v": [version for _, version in context.resolved.values()],
+            "p": context.page_id,
         }
     )
     url = f"{request.scope.get('root_path', '')}{LIVE_PATH}?t={token}"
     protocol = runtime.protocol
-    return {protocol.init_attribute(): protocol.stream_action(url)}
+    return {
+        protocol.init_attribute(): protocol.stream_action(url),
+        "data-signals": dump_json({PAGE_SIGNAL: context.page_id}),
+    }
 
 
 async def live_endpoint(request: Request) -> Response:
@@ -87,7 +91,15 @@ async def live_endpoint(request: Request) -> Response:
     if runtime.streams.full(session):
         return PlainTextResponse("too many live streams", 429)
     known = _last_event_versions(request.headers, len(watched)) or versions
-    return LiveStream(runtime, watched, known, session, seats_for(request, context, watched))
+    page = payload.get("p")
+    return LiveStream(
+        runtime,
+        watched,
+        known,
+        session,
+        page if isinstance(page, str) else None,
+        seats_for(request, context, watched),
+    )
 
 
 def _entries(payload: Any) -> tuple[list[tuple[str, str]], list[int]]:
@@ -164,6 +176,7 @@ class LiveStream(Response):
         watched: Sequence[Address],
         known: list[int],
         session: str | None,
+        page: str | None = None,
         seats: Sequence[Seat] = (),
     ) -> None:
         # As StreamingResponse does: no body, so no Content-Length.
@@ -176,6 +189,8 @@ class LiveStream(Response):
         self.index = {w.key: i for i, w in enumerate(self.watched)}
         self.known = list(known)
         self.session = session
+        #: The page this stream serves: its own events' changes came with their answers.
+        self.page = page
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
         self.resync_all = False
         self.ended = False
@@ -243,7 +258,7 @@ class LiveStream(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _run(self, send: Send) -> None:
-        await self._send_full(send, initial=True)
+        await self._catch_up(send)
         while not self.ended:
             try:
                 async with asyncio.timeout(self.runtime.heartbeat):
@@ -256,7 +271,7 @@ class LiveStream(Response):
             try:
                 if self.resync_all:
                     self.resync_all = False
-                    await self._send_full(send)
+                    await self._catch_up(send)
                 elif isinstance(item, Change):
                     await self._send_change(send, item)
                 if self.viewers_due:
@@ -272,27 +287,37 @@ class LiveStream(Response):
         if not same_incarnation(change.version, known):
             # A new stored copy (the store lost its data, the instance was
             # created again): its versions say nothing about what the page has.
-            await self._send_full(send, only=position)
+            await self._send_full(send, position)
             if change.replay:
                 await self._write(send, self._format_elements(change, self._event_id()))
             return
-        if change.replay:
-            if change.version > known:
-                await self._send_full(send, only=position)
+        if change.version > known + 1 or (change.replay and change.version > known):
+            # Some went missing (a lost message, a full queue): the log has them,
+            # this one included, unless it no longer reaches back that far.
+            await self._catch_up(send, position)
+            if change.replay and self.known[position] >= change.version:
+                await self._write(send, self._format_elements(change, self._event_id()))
+            return
+        if change.replay:  # elements pushed at the version the page has
             await self._write(send, self._format_elements(change, self._event_id()))
             return
         if change.version <= known:
-            return  # already shown (a duplicate, or the page's own event)
-        if change.version > known + 1:
-            await self._send_full(send, only=position)  # a message went missing
-            return
-        self.known[position] = change.version
+            return  # already shown (a duplicate)
+        await self._emit(send, position, change)
+
+    async def _emit(self, send: Send, position: int, change: Change) -> None:
+        """Show the page the next change of one instance."""
+        self.known[position] = max(self.known[position], change.version)
         event_id = self._event_id()
-        namespace = self.watched[position].namespace
-        text = self._format_elements(change, event_id)
-        if change.patch:
-            text += self.protocol.patch_signals({namespace: change.patch}, event_id)
-        await self._write(send, text)
+        text = ""
+        if change.origin is None or change.origin != self.page:
+            text = self._format_elements(change, event_id)
+            if change.patch:
+                namespace = self.watched[position].namespace
+                text += self.protocol.patch_signals({namespace: change.patch}, event_id)
+        # Nothing to show (the page's own event, or a commit that changed
+        # nothing): the id alone, so that a reconnect starts from here.
+        await self._write(send, text or f"id: {event_id}\n\n")
 
     async def _send_viewers(self, send: Send) -> None:
         due, self.viewers_due = self.viewers_due, {}
@@ -304,26 +329,54 @@ class LiveStream(Response):
     def _format_elements(self, change: Change, event_id: str) -> str:
         return self.protocol.format_elements(change.elements, event_id)
 
-    async def _send_full(self, send: Send, initial: bool = False, only: int | None = None) -> None:
-        """The whole public state of instances whose version the page does not have."""
-        chunks = []
+    async def _catch_up(self, send: Send, only: int | None = None) -> None:
+        """Bring the page up to the stored version of each instance (or of ``only``):
+        from the broker's log of what it missed, elements included, or with the
+        whole public state when the log no longer has every change."""
         for position, watched in enumerate(self.watched):
             if only is not None and position != only:
                 continue
             state = await self._load(watched)
             if state is None:
                 continue
-            version = stored_version(state)
-            if initial and version == self.known[position]:
+            version, known = stored_version(state), self.known[position]
+            if version == known:
                 continue
-            self.known[position] = version
-            chunks.append((watched.namespace, public_state(state)))
-        if chunks:
-            event_id = self._event_id()
-            await self._write(
-                send,
-                "".join(self.protocol.patch_signals({ns: s}, event_id) for ns, s in chunks),
-            )
+            missed = None
+            if same_incarnation(version, known) and version > known:
+                missed = await self._missed(watched.key, known, version)
+            if missed is None:
+                await self._send_full(send, position, state)
+                continue
+            for change in missed:
+                if change.replay:
+                    await self._write(send, self._format_elements(change, self._event_id()))
+                else:
+                    await self._emit(send, position, change)
+
+    async def _missed(self, key: str, known: int, version: int) -> list[Change] | None:
+        try:
+            changes = await self.runtime.broker.replay(key, known)
+        except Exception as exc:
+            logger.warning("faststate: replay of %s failed: %s", key, exc)
+            return None
+        if changes is None:
+            return None
+        last = max((c.version for c in changes if not c.replay), default=known)
+        return changes if last >= version else None
+
+    async def _send_full(
+        self, send: Send, position: int, state: ReactiveState | None = None
+    ) -> None:
+        """The whole public state of one instance."""
+        watched = self.watched[position]
+        if state is None:
+            state = await self._load(watched)
+            if state is None:
+                return
+        self.known[position] = stored_version(state)
+        patch = {watched.namespace: public_state(state)}
+        await self._write(send, self.protocol.patch_signals(patch, self._event_id()))
 
     async def _load(self, watched: Address) -> ReactiveState | None:
         try:

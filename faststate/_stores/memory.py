@@ -9,8 +9,9 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from faststate._state import ReactiveState, set_stored_version, stored_version
-from faststate._stores.base import Lease, S, StateStore, first_version
+from faststate._stores.base import Lease, S, StateStore
 from faststate._stores.locks import KeyLocks
+from faststate._versions import first_version
 
 DEFAULT_MAX_INSTANCES = 100_000
 

@@ -34,10 +34,10 @@ from faststate._stores.base import (
     StaleState,
     StateStore,
     StoreUnavailable,
-    first_version,
 )
 from faststate._stores.codec import decode, encode
 from faststate._stores.locks import KeyLocks
+from faststate._versions import first_version
 
 T = TypeVar("T")
 
