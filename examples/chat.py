@@ -26,6 +26,7 @@ from faststate import (
     set_signals,
     text,
     use_state,
+    viewer_count,
 )
 from faststate.fasthtml import datastar_script
 
@@ -71,7 +72,8 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
     app.add_middleware(
         FastStateMiddleware, protocol=protocol, store=RedisStore(redis_url) if redis_url else None
     )
-    register_state(app, ChatRoom, scope=StateScope.GLOBAL)
+    # presence: the page shows how many people have the room open
+    register_state(app, ChatRoom, scope=StateScope.GLOBAL, presence=True)
 
     @app.route("/")
     def index(req):  # type: ignore[no-untyped-def]
@@ -80,6 +82,7 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
             "Chat",
             room,
             Div("Messages: ", Span(**text(room, "count"), id="count")),
+            Div("Online now: ", Span(**viewer_count(room), id="online")),
             render_messages(room),
             # The inputs are this page's own signals, sent as the event's parameters.
             Input(data_bind="name", placeholder="your name", id="name"),
