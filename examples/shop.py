@@ -3,6 +3,10 @@ one event, with who is looking at each product right now.
 
 Run:  python examples/shop.py   (serves http://127.0.0.1:5010)
 
+Several workers share carts and stock through Redis:
+  FASTSTATE_SECRET_KEY=change-me FASTSTATE_REDIS_URL=redis://127.0.0.1:6379/0 \
+    uvicorn --app-dir examples shop:app --workers 4
+
 ``Cart.add`` takes the product's stock as a parameter (``product: Product``):
 both instances are locked, changed and saved together, or neither is, and the
 answer patches both.  Every page showing the product sees its stock go down,
@@ -11,6 +15,7 @@ and the product page says how many people are looking at it (presence).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from fasthtml.common import (
@@ -38,6 +43,7 @@ from faststate import (
     FastStateMiddleware,
     Invalid,
     ReactiveState,
+    RedisStore,
     StateScope,
     error,
     event,
@@ -136,15 +142,17 @@ def page(title: str, *content: Any) -> Any:
     )
 
 
-def create_app(protocol: str = "v1") -> FastHTML:
+def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
     app = FastHTML(
         hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         pico=False,
-        secret_key="shop-example",
+        secret_key=os.environ.get("FASTSTATE_SECRET_KEY", "shop-example"),
     )
-    app.add_middleware(FastStateMiddleware, protocol=protocol)
+    app.add_middleware(
+        FastStateMiddleware, protocol=protocol, store=RedisStore(redis_url) if redis_url else None
+    )
     register_state(app, Cart, scope=StateScope.SESSION)
     register_state(
         app,
@@ -195,7 +203,7 @@ def create_app(protocol: str = "v1") -> FastHTML:
     return app
 
 
-app = create_app()
+app = create_app(redis_url=os.environ.get("FASTSTATE_REDIS_URL"))
 
 if __name__ == "__main__":
     import uvicorn

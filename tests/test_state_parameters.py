@@ -261,3 +261,47 @@ async def test_opposite_roles_at_once_never_deadlock(
     assert [r.status_code for r in results] == [200] * events
     counts: Any = (await pair.get("/")).json()
     assert counts == [events, events]
+
+
+async def test_two_workers_on_redis_never_sell_more_than_the_stock(redis_url: str) -> None:
+    """examples/shop.py on two uvicorn workers sharing Redis: 60 shoppers at once
+    want the same last five pots; exactly five carts get one."""
+    import redis
+
+    from .apps import SECRET
+    from .support import free_port, start_example
+
+    def clean() -> None:
+        client = redis.Redis.from_url(redis_url)
+        keys = [*client.scan_iter("faststate:*Product:pot*"), *client.scan_iter("faststate:*Cart*")]
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+    clean()
+    env = {"FASTSTATE_SECRET_KEY": SECRET, "FASTSTATE_REDIS_URL": redis_url}
+    ports = [free_port(), free_port()]
+    workers = [start_example("shop", port, env) for port in ports]
+    shoppers = [
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[i % 2]}") for i in range(60)
+    ]
+    try:
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(
+                *(afire(shopper, "/Cart/add?record_id=pot") for shopper in shoppers)
+            )
+        sold = [r for r in results if r.errors == {}]
+        refused = [r for r in results if r.errors == {"": "Sorry, that one has just sold out."}]
+        assert (len(sold), len(refused)) == (5, 55), [r.status_code for r in results]
+        # each sale carried both instances' patches
+        assert sorted(r.signals["Product_pot"]["stock"] for r in sold) == [0, 1, 2, 3, 4]
+        assert all(r.signals["Cart"]["count"] == 1 for r in sold)
+        page = (await shoppers[1].get("/products/pot")).text
+        assert "&quot;stock&quot;:0" in page or '"stock":0' in page
+    finally:
+        for shopper in shoppers:
+            await shopper.aclose()
+        for worker in workers:
+            worker.terminate()
+            worker.wait(10)
+        clean()
