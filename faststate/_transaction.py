@@ -303,11 +303,15 @@ class Transaction:
         pending = await self._write_rows(ttls)
         saved: list[int] = []
         try:
-            for position, (address, state) in enumerate(
-                zip(self.addresses, self.states, strict=True)
-            ):
-                await store.save(address.key, state, ttls[position])
-                saved.append(position)
+            items = [
+                (address.key, state, ttl)
+                for address, state, ttl in zip(self.addresses, self.states, ttls, strict=True)
+            ]
+            outcomes = await store.save_many(items)
+            saved = [position for position, failed in enumerate(outcomes) if failed is None]
+            failure = next((failed for failed in outcomes if failed is not None), None)
+            if failure is not None:
+                raise failure
             if pending is not None:
                 self._check_leases()
                 await pending.commit()

@@ -71,6 +71,25 @@ async def test_round_trip_keeps_every_server_side_value(redis_prefix: str, redis
     await store.aclose()
 
 
+async def test_save_many_saves_each_by_its_own_version(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    a = await store.add("a", Tally(), ttl=None)
+    b = await store.add("b", Tally(), ttl=None)
+    other = await store.load("b", Tally)
+    assert other is not None
+    await store.save("b", other, ttl=None)  # b moved on since it was loaded
+    a.__dict__["count"], b.__dict__["count"] = 1, 2
+    outcomes = await store.save_many([("a", a, None), ("b", b, None)])
+    assert outcomes[0] is None and isinstance(outcomes[1], StaleState)
+    assert [(await store.load(k, Tally)).count for k in "ab"] == [1, 0]  # type: ignore[union-attr]
+    # Scripts flushed (a restarted Redis): loaded again, nothing half done.
+    await store._async.script_flush()
+    a.__dict__["count"] = 3
+    assert await store.save_many([("a", a, None)]) == [None]
+    assert (await store.load("a", Tally)).count == 3  # type: ignore[union-attr]
+    await store.aclose()
+
+
 async def test_add_returns_the_instance_already_there(redis_prefix: str, redis_url: str) -> None:
     store = RedisStore(redis_url, prefix=redis_prefix)
     first = await store.add("k", Tally(count=1), ttl=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -71,6 +72,25 @@ class StateStore(ABC):
 
     @abstractmethod
     async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None: ...
+
+    async def save_many(
+        self, items: Sequence[tuple[str, ReactiveState, float | None]]
+    ) -> list[Exception | None]:
+        """Save several instances (one event's): per item, ``None`` once saved or
+        the error that kept it from being saved.  Here one by one, and nothing
+        more after a failure; a store that can saves them in one round trip."""
+        outcomes: list[Exception | None] = []
+        failed: Exception | None = None
+        for key, state, ttl in items:
+            if failed is not None:
+                outcomes.append(failed)
+                continue
+            try:
+                await self.save(key, state, ttl)
+            except (StaleState, StoreUnavailable) as exc:
+                failed = exc
+            outcomes.append(failed)
+        return outcomes
 
     @abstractmethod
     async def delete(self, key: str) -> None: ...

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 from redis.asyncio.lock import Lock
-from redis.exceptions import LockNotOwnedError
+from redis.exceptions import LockNotOwnedError, NoScriptError
 from redis.exceptions import RedisError as _RedisError
 
 from faststate._live.broker import Broker
@@ -182,6 +182,39 @@ class RedisStore(StateStore):
         if not saved:
             raise StaleState(f"{key} changed since version {expected} was loaded")
         set_stored_version(state, expected + 1)
+
+    async def save_many(
+        self, items: Sequence[tuple[str, ReactiveState, float | None]]
+    ) -> list[Exception | None]:
+        """Every save of one event in one round trip: a pipeline, not a MULTI, as
+        each save checks its own version and the keys may live on different nodes."""
+        payloads = [encode(state) for _, state, _ in items]
+        answers = await self._save_pipelined(items, payloads)
+        if any(isinstance(answer, NoScriptError) for answer in answers):
+            # Redis restarted (or flushed its scripts): nothing ran; load, once more.
+            await _guard(self._async.script_load(_SAVE_IF_CURRENT))
+            answers = await self._save_pipelined(items, payloads)
+        outcomes: list[Exception | None] = []
+        for (key, state, _), answer in zip(items, answers, strict=True):
+            if isinstance(answer, Exception):
+                outcomes.append(StoreUnavailable(f"redis: {answer}"))
+            elif not answer:
+                outcomes.append(StaleState(f"{key} changed since it was loaded"))
+            else:
+                set_stored_version(state, stored_version(state) + 1)
+                outcomes.append(None)
+        return outcomes
+
+    async def _save_pipelined(
+        self, items: Sequence[tuple[str, ReactiveState, float | None]], payloads: list[str]
+    ) -> list[Any]:
+        sha = self._save_async.sha
+        async with self._async.pipeline(transaction=False) as pipe:
+            for (key, state, ttl), payload in zip(items, payloads, strict=True):
+                expected = stored_version(state)
+                pipe.evalsha(sha, 1, self._key(key), expected, expected + 1, payload, _ms(ttl))
+            answers: list[Any] = await _guard(pipe.execute(raise_on_error=False))
+        return answers
 
     async def delete(self, key: str) -> None:
         await _guard(self._async.delete(self._key(key)))
