@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -231,16 +231,19 @@ def test_a_stalled_database_gets_503_within_seconds_and_keeps_nothing(
 
 
 class FaultyStore(RedisStore):
-    """Meets ``fault`` right after its next save: between the store save and the
-    database commit."""
+    """Meets ``fault`` right after an event's next save: between the store save and
+    the database commit (an ``auto_persist`` event saves through ``save_many``)."""
 
     fault: Callable[[], Awaitable[None]] | None = None
 
-    async def save(self, key: str, state: State, ttl: float | None) -> None:
-        await super().save(key, state, ttl)
+    async def save_many(
+        self, items: Sequence[tuple[str, State, float | None]]
+    ) -> list[Exception | None]:
+        outcomes = await super().save_many(items)
         fault, self.fault = self.fault, None
         if fault is not None:
             await fault()
+        return outcomes
 
 
 def _faults(proxy: TcpProxy) -> dict[str, Callable[[], Awaitable[None]]]:
