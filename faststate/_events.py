@@ -230,7 +230,9 @@ def bound_values(
 @cache
 def _field_adapter(cls: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = cls.__pydantic_fields__[name]
-    return TypeAdapter(Annotated[info.annotation, *info.metadata])
+    # Typed Any: pydantic's stubs have typed this argument differently release by release.
+    annotation: Any = Annotated[info.annotation, *info.metadata]
+    return TypeAdapter(annotation)
 
 
 def _query(connection: HTTPConnection) -> dict[str, list[str]]:

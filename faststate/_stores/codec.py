@@ -81,7 +81,9 @@ def _excluded_fields(cls: type[ReactiveState]) -> tuple[str, ...]:
 
 @cache
 def _field_adapter(cls: type[ReactiveState], name: str) -> TypeAdapter[Any]:
-    return TypeAdapter(cls.__pydantic_fields__[name].annotation)
+    # Typed Any: pydantic's stubs have typed this argument differently release by release.
+    annotation: Any = cls.__pydantic_fields__[name].annotation
+    return TypeAdapter(annotation)
 
 
 @cache
