@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from starlette._utils import get_route_path
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faststate._context import CONTEXT_KEY, RequestContext
@@ -100,6 +103,13 @@ class FastStateMiddleware:
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
         self._app_registry: Registry | None = None
+        #: The app served, and its ExceptionMiddleware and router when nothing
+        #: else lies between them and this middleware.
+        self._routing: tuple[Any, tuple[ExceptionMiddleware, Router] | None] = (None, None)
+        #: The router's routes, and for each event path taken since they were
+        #: these, what the router could run for it (``_candidates``).  Each
+        #: tuple is replaced whole, for apps served by several loops in threads.
+        self._direct: tuple[list[BaseRoute], dict[str, _Candidates]] = ([], {})
         self.session_cookie = session_cookie
         self.max_age = max_age
         self.https_only = https_only
@@ -128,18 +138,18 @@ class FastStateMiddleware:
             await self.app(scope, receive, send)
             return
 
-        if (
-            scope["method"] != "GET"
-            and registry is not None
-            and get_route_path(scope) in registry.event_paths
-        ):
-            runtime = self.runtime
-            guarded = await guard_asgi(scope, receive, send, runtime)
-            if isinstance(guarded, Refusal):
-                if not guarded.answered:
-                    await refusal_response(guarded)(scope, receive, send)
-                return
-            receive = guarded
+        direct: _DirectRoute | None = None
+        if scope["method"] != "GET" and registry is not None:
+            path = get_route_path(scope)
+            if path in registry.event_paths:
+                runtime = self.runtime
+                guarded = await guard_asgi(scope, receive, send, runtime)
+                if isinstance(guarded, Refusal):
+                    if not guarded.answered:
+                        await refusal_response(guarded)(scope, receive, send)
+                    return
+                receive = guarded
+                direct = self._direct_route(scope["app"], path, scope["method"])
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and (
@@ -149,7 +159,10 @@ class FastStateMiddleware:
                 headers.append("Set-Cookie", self._cookie(scope, context.session_id))
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        if direct is not None:
+            await direct(scope, receive, send_with_cookie)
+        else:
+            await self.app(scope, receive, send_with_cookie)
 
     def _registry(self, app: Any) -> Registry | None:
         """The app's registry (remembered), which learns this middleware's runtime
@@ -161,6 +174,28 @@ class FastStateMiddleware:
             registry.runtime = self.runtime
         self._app, self._app_registry = app, registry
         return registry
+
+    def _direct_route(self, app: Any, path: str, method: str) -> _DirectRoute | None:
+        """The route the app's router would run for an event request, to be run
+        without the router's search through every route (a good part of an
+        event's cost), or None to go through the app."""
+        served, routing = self._routing
+        if app is not served:
+            routing = _routing_below(self.app, app)
+            self._routing = (app, routing)
+        if routing is None:
+            return None
+        exceptions, router = routing
+        routes, found = self._direct
+        if routes != router.routes:  # routes may be added at any time
+            routes, found = self._direct = (list(router.routes), {})
+        candidates = found.get(path)
+        if candidates is None:
+            candidates = found[path] = _candidates(exceptions, router, routes, path)
+        for methods, direct in candidates:
+            if not methods or method in methods:
+                return direct
+        return None
 
     def _lifespan_send(self, send: Send) -> Send:
         runtime = self.runtime
@@ -213,6 +248,69 @@ class FastStateMiddleware:
         if secure:
             flags += "; secure"
         return f"{self.session_cookie}={value}; {flags}"
+
+
+def _routing_below(below: ASGIApp, app: Any) -> tuple[ExceptionMiddleware, Router] | None:
+    """The app's ExceptionMiddleware and router when they are all that lies
+    between this middleware (whose next app is ``below``) and the routes."""
+    router = getattr(app, "router", None)
+    if (
+        type(router) is Router
+        and type(below) is ExceptionMiddleware
+        and below.app is router
+        and getattr(router, "middleware_stack", None) == router.app
+    ):
+        return below, router
+    return None
+
+
+def _candidates(
+    exceptions: ExceptionMiddleware, router: Router, routes: list[BaseRoute], path: str
+) -> _Candidates:
+    """The routes that take http requests for ``path``, in the router's order,
+    with the methods they take (None: any) and how to run them directly (None:
+    through the router).  The first that takes a request's method is the one
+    the router runs."""
+    found: _Candidates = []
+    for route in routes:
+        if type(route) is WebSocketRoute:  # never takes an http request
+            continue
+        if type(route) is not Route:  # a Mount, a Host, a custom route: only the router knows
+            found.append((None, None))
+            break
+        if route.path_regex.match(path) is None:
+            continue
+        direct = None if route.param_convertors else _DirectRoute(exceptions, router, route)
+        found.append((route.methods, direct))
+    return found
+
+
+class _DirectRoute:
+    """What ExceptionMiddleware, Router and Route do for a request that ends at
+    ``route``, in that order, without searching the routes."""
+
+    __slots__ = ("exceptions", "route", "router")
+
+    def __init__(self, exceptions: ExceptionMiddleware, router: Router, route: Route) -> None:
+        # A copy shares the app's exception handlers, those added later too.
+        self.exceptions = copy.copy(exceptions)
+        self.exceptions.app = route.app
+        self.router = router
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Set before the ExceptionMiddleware runs rather than after: nothing
+        # it does reads them.
+        if "router" not in scope:
+            scope["router"] = self.router
+        scope["route"] = self.route
+        scope["endpoint"] = self.route.endpoint
+        scope["path_params"] = dict(scope.get("path_params", {}))
+        await self.exceptions(scope, receive, send)
+
+
+#: Routes as ``_candidates`` lists them: the methods each takes, how to run it directly.
+_Candidates = list[tuple[Collection[str] | None, _DirectRoute | None]]
 
 
 def _end_streams_on_exit_signals(streams: OpenStreams) -> None:

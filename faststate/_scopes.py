@@ -82,7 +82,8 @@ def instance_key(scope: StateScope, cls_name: str, scope_id: str, session: str |
         return f"global:{cls_name}"
     if scope is StateScope.COMPONENT:
         return f"component:{cls_name}:{session}:{scope_id}"
-    return f"{scope.value}:{cls_name}:{scope_id}"
+    # A StrEnum formats as its value; reading ``.value`` costs as much again as the key.
+    return f"{scope}:{cls_name}:{scope_id}"
 
 
 def parse_key(key: str) -> KeyParts | None:

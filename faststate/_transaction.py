@@ -256,14 +256,32 @@ class Transaction:
 
     def step(self) -> list[dict[str, Any]]:
         """What changed since the last step, per instance; tracking goes on."""
-        patches = self._diff()
+        patches = self.finish()
         for state, tracker in zip(self.states, self._trackers, strict=True):
             resume_tracking(state, tracker)
         return patches
 
     def finish(self) -> list[dict[str, Any]]:
         """Stop tracking; what changed since the last step, per instance."""
-        return self._diff()
+        if len(self.states) == 1:
+            state = self.states[0]
+            end_tracking(state)
+            patch = diff_tracked(state, self._trackers[0], checkpoint=True)
+            if patch:
+                shown = self._shown[0]
+                self._shown[0] = compose_patches(shown, patch) if shown else patch
+            return [patch]
+        patches = []
+        for position, (state, tracker) in enumerate(
+            zip(self.states, self._trackers, strict=True)
+        ):
+            end_tracking(state)
+            patch = diff_tracked(state, tracker, checkpoint=True)
+            if patch:
+                shown = self._shown[position]
+                self._shown[position] = compose_patches(shown, patch) if shown else patch
+            patches.append(patch)
+        return patches
 
     async def commit(
         self, elements: Sequence[ElementPatch] = (), origin: str | None = None
@@ -383,27 +401,6 @@ class Transaction:
         self._done = True
         self._corrections = corrections
         return corrections
-
-    def _diff(self) -> list[dict[str, Any]]:
-        if len(self.states) == 1:
-            state = self.states[0]
-            end_tracking(state)
-            patch = diff_tracked(state, self._trackers[0], checkpoint=True)
-            if patch:
-                shown = self._shown[0]
-                self._shown[0] = compose_patches(shown, patch) if shown else patch
-            return [patch]
-        patches = []
-        for position, (state, tracker) in enumerate(
-            zip(self.states, self._trackers, strict=True)
-        ):
-            end_tracking(state)
-            patch = diff_tracked(state, tracker, checkpoint=True)
-            if patch:
-                shown = self._shown[position]
-                self._shown[position] = compose_patches(shown, patch) if shown else patch
-            patches.append(patch)
-        return patches
 
     async def _release(
         self,

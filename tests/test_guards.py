@@ -6,6 +6,7 @@ request changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,8 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.testclient import TestClient
+from starlette.types import Message, Send
 
 from faststate import ReactiveState, StateScope, event, use_state
+from faststate._guards import SlowBodies
 from faststate.testing import fire
 
 from .apps import state_app, with_faststate
@@ -425,3 +428,58 @@ async def test_streamed_form_body_over_limit_is_413(prefix: str) -> None:
         assert small.status_code == 200, small.text
         page = await client.get(prefix + "/")
         assert page.json()["count"] == 3
+
+
+async def test_slow_bodies_are_answered_408_no_sooner_than_their_deadline() -> None:
+    within = 0.3
+    bodies = SlowBodies(within)
+    loop = asyncio.get_running_loop()
+    answered: dict[str, tuple[float, int]] = {}
+
+    def sender(name: str) -> Send:
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answered[name] = (loop.time(), message["status"])
+
+        return send
+
+    names = "abcdefg"
+    sends = {name: sender(name) for name in names}
+    started, watched = {}, {}
+    for name in names:  # one every 0.1 s: some share a slot, some do not
+        started[name] = loop.time()
+        watched[name] = bodies.watch(sends[name])
+        await asyncio.sleep(0.1)
+    assert bodies.done(watched["g"], sends["g"])  # its body came in time
+    await asyncio.sleep(within + 0.5)
+    assert sorted(answered) == list("abcdef")
+    for name, (when, status) in answered.items():
+        assert status == 408
+        assert within <= when - started[name] <= within + 1 / SlowBodies.SLOTS_PER_SECOND + 0.1
+        assert not bodies.done(watched[name], sends[name])  # answered: too late now
+    late = sender("late")
+    assert bodies.done(bodies.watch(late), late)  # a new request after the timers ran
+
+
+def test_slow_bodies_are_answered_by_the_loop_that_serves_them() -> None:
+    """An app served by one loop after another (each TestClient runs its own)."""
+    bodies = SlowBodies(0.2)
+
+    async def request(body_in_time: bool) -> list[int]:
+        statuses: list[int] = []
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        watched = bodies.watch(send)
+        if body_in_time:
+            assert bodies.done(watched, send)
+        else:
+            await asyncio.sleep(0.6)
+        return statuses
+
+    assert asyncio.run(request(body_in_time=True)) == []
+    # At once, so within the slot the first loop opened: the timer of a loop
+    # that has ended would never answer.
+    assert asyncio.run(request(body_in_time=False)) == [408]

@@ -9,9 +9,13 @@ from typing import Any
 import pytest
 from itsdangerous import TimestampSigner
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faststate import (
     FastStateMiddleware,
@@ -422,3 +426,111 @@ def test_cookie_past_its_max_age_gives_a_fresh_session(monkeypatch: pytest.Monke
     count, reissued = page_count(app, expired)
     assert count == 0
     assert reissued is not None and reissued != expired
+
+
+# --- event requests routed as the app's router routes them -------------------
+# The middleware may run an event route without the router's search; whatever
+# the app's routes, middleware and exception handlers say must still hold.
+
+
+class Teapot(ReactiveState):
+    cups: int = 0
+
+    @event
+    def brew(self) -> None:
+        self.cups += 1
+        raise HTTPException(418, "short and stout")
+
+
+class Passthrough:
+    """A middleware that changes nothing; inside FastStateMiddleware, it stands
+    between it and the router."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("passed", []).append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+def other(request: Request) -> Response:
+    return PlainTextResponse("other route")
+
+
+@pytest.mark.parametrize("inner_middleware", [False, True])
+def test_event_errors_reach_the_apps_handlers_with_the_routers_scope(
+    inner_middleware: bool,
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def teapot(request: Request, exc: Exception) -> Response:
+        names = ("router", "route", "endpoint", "path_params", "passed")
+        seen.append({name: request.scope.get(name) for name in names})
+        return PlainTextResponse("handled", 418)
+
+    app = state_app(
+        {Teapot: StateScope.SESSION},
+        middleware=[Middleware(Passthrough)] if inner_middleware else None,
+    )
+    app.add_exception_handler(418, teapot)
+    (route,) = [r for r in app.routes if isinstance(r, Route) and r.path == "/Teapot/brew"]
+    with TestClient(app) as client:
+        for _ in range(2):
+            result = fire(client, "/Teapot/brew")
+            assert (result.status_code, result.text) == (418, "handled")
+    expected = {
+        "router": app.router,
+        "route": route,
+        "endpoint": route.endpoint,
+        "path_params": {},
+        "passed": ["/Teapot/brew"] if inner_middleware else None,
+    }
+    assert seen == [expected, expected]
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        Route("/Counter/increment", other, methods=["POST"]),
+        Route("/{name}/increment", other, methods=["POST"]),
+        Mount("/Counter", routes=[Route("/increment", other, methods=["POST"])]),
+    ],
+    ids=["same path", "path parameter", "mount"],
+)
+def test_a_route_before_an_event_route_takes_its_requests(before: Route | Mount) -> None:
+    app = state_app(routes=[before])
+    register_state(app, Counter, scope=StateScope.SESSION)
+    with TestClient(app) as client:
+        result = fire(client, "/Counter/increment")
+    assert (result.status_code, result.text) == (200, "other route")
+
+
+def test_a_route_before_an_event_route_for_other_methods_leaves_it_the_event() -> None:
+    app = state_app(routes=[Route("/Counter/increment", other, methods=["GET", "PUT"])])
+    register_state(app, Counter, scope=StateScope.SESSION)
+    with TestClient(app) as client:
+        assert fire(client, "/Counter/increment").signals == {"Counter": {"count": 1}}
+        assert fire(client, "/Counter/increment", headers={"X": "1"}).status_code == 200
+        put = client.put("/Counter/increment", headers={"Datastar-Request": "true"})
+        assert (put.status_code, put.text) == (200, "other route")
+
+
+def test_routes_added_while_the_app_runs_are_honoured() -> None:
+    app = state_app({Counter: StateScope.SESSION})
+    with TestClient(app) as client:
+        assert fire(client, "/Counter/increment").signals == {"Counter": {"count": 1}}
+        app.router.routes.insert(0, Route("/Counter/increment", other, methods=["POST"]))
+        assert fire(client, "/Counter/increment").text == "other route"
+        app.router.routes.pop(0)
+        assert fire(client, "/Counter/increment").signals == {"Counter": {"count": 2}}
+
+
+def test_other_methods_on_an_event_path_are_405() -> None:
+    app = state_app({Counter: StateScope.SESSION})
+    with TestClient(app) as client:
+        fire(client, "/Counter/increment")
+        response = client.put("/Counter/increment", headers={"Datastar-Request": "true"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"

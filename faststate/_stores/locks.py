@@ -72,4 +72,8 @@ class _Held:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.locks.release(self.key)
+        held = self.locks._held
+        if held[self.key]:
+            self.locks.release(self.key)
+        else:  # nobody waits, the common case: no call to hand the lock over
+            del held[self.key]
