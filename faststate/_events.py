@@ -58,6 +58,7 @@ class EventSpec:
     broadcast: bool = False
     thread: bool = False
     _params: list[_Param] | None = field(default=None, repr=False)
+    _state_params: list[tuple[str, type[ReactiveState]]] | None = field(default=None, repr=False)
 
     def params(self) -> list[_Param]:
         """The bindable parameters, built on first use from the annotations."""
@@ -67,7 +68,9 @@ class EventSpec:
 
     def state_params(self) -> list[tuple[str, type[ReactiveState]]]:
         """Parameters annotated with a state class: they receive its instance."""
-        return [(p.name, p.state) for p in self.params() if p.state is not None]
+        if self._state_params is None:
+            self._state_params = [(p.name, p.state) for p in self.params() if p.state is not None]
+        return self._state_params
 
     def bind(
         self,

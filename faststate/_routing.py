@@ -111,7 +111,10 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     try:
         if spec.kind in ("generator", "async_generator"):
             return await run.streamed()
-        return await run.once()
+        try:
+            return await run.once()
+        except OutOfOrder as exc:
+            return await run.restarted(exc.address)
     except StoreUnavailable as exc:
         logger.error("faststate: store unavailable during %s: %s", run.label, exc)
         return PlainTextResponse("state store unavailable, try again", 503)
@@ -187,16 +190,19 @@ class EventRun:
             kwargs[name] = tx.holding(address.key)
         return kwargs
 
-    async def once(self) -> Response:
-        joined: list[Address] = []
-        for _ in range(MAX_RESTARTS + 1):
+    async def restarted(self, address: Address) -> Response:
+        """``once`` again, rolled back, with the instances it joined out of order
+        locked up front."""
+        joined = [address]
+        for _ in range(MAX_RESTARTS):
             try:
-                return await self._once(joined)
+                return await self.once(joined)
             except OutOfOrder as exc:
                 joined.append(exc.address)
         raise RuntimeError(f"{self.label} kept needing more instances; declare them as parameters")
 
-    async def _once(self, joined: list[Address]) -> Response:
+    async def once(self, joined: Sequence[Address] = ()) -> Response:
+        """Run the event; ``OutOfOrder`` if it joined an instance it must lock up front."""
         spec = self.spec
         async with Transaction(self.runtime, self._addresses(joined)) as tx:
             state = tx.states[0]

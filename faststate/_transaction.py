@@ -14,8 +14,8 @@ roles never deadlock, and it rolls back, saves and publishes them together.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,22 @@ _running: ContextVar[Transaction | None] = ContextVar("faststate_transaction", d
 def running() -> Transaction | None:
     """The transaction whose code is running here, if any."""
     return _running.get()
+
+
+class _Running:
+    """``with tx.running():`` (a class: it runs once per event, and a generator-based
+    context manager costs several times more)."""
+
+    __slots__ = ("token", "transaction")
+
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction = transaction
+
+    def __enter__(self) -> None:
+        self.token = _running.set(self.transaction)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _running.reset(self.token)
 
 
 class OutOfOrder(Exception):
@@ -218,15 +234,10 @@ class Transaction:
             else:
                 await self._release(exc_type, exc, traceback)
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> _Running:
         """Run code (the event's method, one step of it) as this transaction's own:
         ``mutate`` and ``use_state`` inside it join the transaction."""
-        token = _running.set(self)
-        try:
-            yield
-        finally:
-            _running.reset(token)
+        return _Running(self)
 
     def holding(self, key: str) -> ReactiveState | None:
         """The instance at ``key`` if this transaction holds it."""
