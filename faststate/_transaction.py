@@ -22,6 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from anyio import CancelScope
 
+from faststate._collections import (
+    Stream,
+    close_streams,
+    flush_streams,
+    guard_streams,
+    open_streams,
+    stream_resets,
+)
 from faststate._diff import compose_patches
 from faststate._live.broker import Change
 from faststate._protocol import ElementPatch
@@ -127,6 +135,7 @@ def _place(state: ReactiveState, address: Address) -> None:
     # allocation per event for nothing.
     if not address.same_place(placement(state)):
         place(state, address)
+        guard_streams(state)
 
 
 def _by_key(address: Address) -> str:
@@ -147,10 +156,14 @@ class Transaction:
     __slots__ = (
         "_corrections",
         "_done",
+        "_flushed",
         "_held",
         "_shown",
+        "_streamed",
+        "_streams",
         "_trackers",
         "addresses",
+        "restored",
         "runtime",
         "states",
     )
@@ -169,6 +182,14 @@ class Transaction:
         self._corrections: list[dict[str, Any]] | None = None  # once rolled back
         self._trackers: list[Tracker] = []
         self._shown: list[dict[str, Any]] = []
+        # Stream fields: those of each instance, the element patches each one's
+        # streams made so far (its live pages get them), and those of the last step.
+        self._streams: list[list[Stream[Any]]] = []
+        self._streamed: list[list[ElementPatch]] = []
+        self._flushed: list[ElementPatch] = []
+        #: Once rolled back: patches re-rendering the streams a page was shown
+        #: changes of.
+        self.restored: list[ElementPatch] = []
         #: Locks taken, in the global order, with their leases and keys.
         self._held: list[tuple[AbstractAsyncContextManager[Lease], Lease, str]] = []
 
@@ -188,6 +209,8 @@ class Transaction:
             self.states = [state]
             self._trackers = [begin_tracking(state)]
             self._shown = [{}]
+            self._streams = [open_streams(state, address.namespace, address.protocol)]
+            self._streamed = [[]]
             return self
         order = sorted(addresses, key=_by_key)
         try:
@@ -201,6 +224,11 @@ class Transaction:
             raise
         self._trackers = [begin_tracking(state) for state in self.states]
         self._shown = [{} for _ in addresses]
+        self._streams = [
+            open_streams(state, address.namespace, address.protocol)
+            for address, state in zip(addresses, self.states, strict=True)
+        ]
+        self._streamed = [[] for _ in addresses]
         return self
 
     async def __aexit__(
@@ -252,6 +280,8 @@ class Transaction:
         self.states.append(state)
         self._trackers.append(begin_tracking(state))
         self._shown.append({})
+        self._streams.append(open_streams(state, address.namespace, address.protocol))
+        self._streamed.append([])
         return state
 
     def step(self) -> list[dict[str, Any]]:
@@ -264,6 +294,11 @@ class Transaction:
     def finish(self) -> list[dict[str, Any]]:
         """Stop tracking; what changed since the last step, per instance."""
         return self._diff()
+
+    def streamed(self) -> list[ElementPatch]:
+        """Element patches of what stream fields did in the last step (or since it,
+        after ``finish``), every instance's: the caller's page applies them."""
+        return self._flushed
 
     async def commit(
         self, elements: Sequence[ElementPatch] = (), origin: str | None = None
@@ -278,7 +313,8 @@ class Transaction:
         back; a database commit that fails after the store saved is undone in
         the store by saving the rolled-back instances again.
 
-        ``elements`` go to other pages with the first instance's change;
+        Each instance's change carries the element patches of its stream
+        fields; ``elements`` go to other pages with the first instance's change;
         ``origin`` names the page whose event this is (it has the change).
         Every save of a watched instance is published, one that changed
         nothing too, so pages see versions without gaps; they go out in
@@ -293,9 +329,10 @@ class Transaction:
             address, state = self.addresses[0], self.states[0]
             await store.save(address.key, state, runtime.ttl_for(address.registration.config))
             self._done = True
+            close_streams(self._streams[0], keep=True)
             if runtime.broker.reaches(address.key):
                 version = stored_version(state)
-                shared = tuple(elements)
+                shared = (*self._streamed[0], *elements)
                 change = Change(address.key, version, self._shown[0], shared, origin=origin)
                 await runtime.broker.publish(change)
             return
@@ -323,10 +360,13 @@ class Transaction:
                     await self._undo(saved, ttls)
             raise
         self._done = True
+        for streams in self._streams:
+            close_streams(streams, keep=True)
         broker = runtime.broker
         for position, (address, state) in enumerate(zip(self.addresses, self.states, strict=True)):
             if broker.reaches(address.key):
-                shared = tuple(elements) if position == 0 else ()
+                streamed = self._streamed[position]
+                shared = (*streamed, *elements) if position == 0 else tuple(streamed)
                 version = stored_version(state)
                 change = Change(address.key, version, self._shown[position], shared, origin=origin)
                 await broker.publish(change)
@@ -380,11 +420,23 @@ class Transaction:
             end_tracking(state)
             rollback(state, tracker)
             corrections.append(diff_tracked(state, tracker, checkpoint=True))
+        for address, state, streams, streamed in zip(
+            self.addresses, self.states, self._streams, self._streamed, strict=True
+        ):
+            close_streams(streams, keep=False)
+            if streamed:  # a page may have been shown them: show it the streams as they are
+                self.restored.extend(stream_resets(state, address.namespace, address.protocol))
         self._done = True
         self._corrections = corrections
         return corrections
 
     def _diff(self) -> list[dict[str, Any]]:
+        self._flushed = []
+        for position, streams in enumerate(self._streams):
+            if streams:
+                flushed = flush_streams(streams)
+                self._streamed[position].extend(flushed)
+                self._flushed.extend(flushed)
         if len(self.states) == 1:
             state = self.states[0]
             end_tracking(state)
