@@ -387,15 +387,17 @@ class Stream(Generic[T]):
 
     def _element(self, item: T, dom_id: str) -> Any:
         element = self._settings().render(item)
-        if hasattr(element, "__ft__") and not hasattr(element, "attrs"):
-            element = element.__ft__()
         attributes = getattr(element, "attrs", None)
+        if attributes is None and hasattr(element, "__ft__"):
+            element = element.__ft__()
+            attributes = getattr(element, "attrs", None)
         if not isinstance(attributes, dict):
             raise TypeError(
                 f"the render function of {self._label} returned {type(element).__name__}; "
                 "return one FastHTML element (its id becomes the item's dom id)"
             )
-        element = copy.copy(element)  # the function's element is left as it was
+        # A new dict rather than a copy of the element (a copy costs more than
+        # the rest of an append): render functions return elements of their own.
         element.attrs = {**attributes, "id": dom_id}
         return element
 
