@@ -383,7 +383,7 @@ class EventRun:
             if correction:
                 patches[address.namespace] = correction
         protocol = self.address.protocol
-        return protocol.format_elements(tx.restored) + protocol.patch_signals(patches)
+        return protocol.format_elements(tx.restored()) + protocol.patch_signals(patches)
 
     def _apply_bound(self, state: ReactiveState) -> None:
         # Inside the transaction: tracked, saved and rolled back with the event.

@@ -163,7 +163,6 @@ class Transaction:
         "_streams",
         "_trackers",
         "addresses",
-        "restored",
         "runtime",
         "states",
     )
@@ -187,9 +186,6 @@ class Transaction:
         self._streams: list[list[Stream[Any]]] = []
         self._streamed: list[list[ElementPatch]] = []
         self._flushed: list[ElementPatch] = []
-        #: Once rolled back: patches re-rendering the streams a page was shown
-        #: changes of.
-        self.restored: list[ElementPatch] = []
         #: Locks taken, in the global order, with their leases and keys.
         self._held: list[tuple[AbstractAsyncContextManager[Lease], Lease, str]] = []
 
@@ -420,15 +416,23 @@ class Transaction:
             end_tracking(state)
             rollback(state, tracker)
             corrections.append(diff_tracked(state, tracker, checkpoint=True))
-        for address, state, streams, streamed in zip(
-            self.addresses, self.states, self._streams, self._streamed, strict=True
-        ):
+        for streams in self._streams:
             close_streams(streams, keep=False)
-            if streamed:  # a page may have been shown them: show it the streams as they are
-                self.restored.extend(stream_resets(state, address.namespace, address.protocol))
         self._done = True
         self._corrections = corrections
         return corrections
+
+    def restored(self) -> list[ElementPatch]:
+        """After a rollback: patches rendering again, as they are now, the stream
+        containers of instances whose stream changes a page may have been shown."""
+        return [
+            patch
+            for address, state, streamed in zip(
+                self.addresses, self.states, self._streamed, strict=True
+            )
+            if streamed
+            for patch in stream_resets(state, address.namespace, address.protocol)
+        ]
 
     def _diff(self) -> list[dict[str, Any]]:
         self._flushed = []
