@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from datastar_py import ServerSentEventGenerator
+from datastar_py.consts import ElementPatchMode
+from fasthtml.common import Li
 from itsdangerous import BadSignature, TimestampSigner
+from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,8 +21,10 @@ from faststate import (
     ReactiveState,
     StateScope,
     StateStore,
+    Stream,
     event,
     register_state,
+    stream,
     use_state,
 )
 
@@ -60,6 +65,38 @@ class IdleState(ReactiveState):
     active: bool = False
 
 
+class FeedItem(BaseModel):
+    id: int
+    text: str
+
+
+def render_feed_item(item: FeedItem) -> Any:
+    return Li(item.text)
+
+
+class FeedState(ReactiveState):
+    """A feed whose server keeps its last 100 items, however many were appended."""
+
+    items: Stream[FeedItem] = stream(render_feed_item, key="id", limit=100)
+    _made: int = PrivateAttr(default=0)
+
+    @event
+    async def add(self) -> None:
+        self._made += 1
+        self.items.append(FeedItem(id=self._made, text=f"item {self._made}"))
+
+
+def feed_app() -> Starlette:
+    async def page(request: Request) -> Response:
+        use_state(request, FeedState)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=MemoryStore())
+    register_state(app, FeedState, scope=StateScope.SESSION)
+    return app
+
+
 def faststate_app(store: StateStore | None = None) -> Starlette:
     async def page(request: Request) -> Response:
         use_state(request, CounterState)
@@ -90,7 +127,28 @@ def handwritten_app() -> Starlette:
         body = ServerSentEventGenerator.patch_signals({"CounterState": {"count": session["count"]}})
         return Response(body, headers=SSE)
 
-    return Starlette(routes=[Route("/CounterState/increment", increment, methods=["POST"])])
+    async def add(request: Request) -> Response:
+        """One ``<li>`` appended to the feed, as datastar-py writes it."""
+        try:
+            sid = signer.unsign(request.cookies.get("session", "")).decode()
+        except BadSignature:
+            return PlainTextResponse("no session", 403)
+        session = sessions.setdefault(sid, {"count": 0})
+        session["count"] += 1
+        made = session["count"]
+        body = ServerSentEventGenerator.patch_elements(
+            f'<li id="FeedState-items-{made}">item {made}</li>',
+            selector="#FeedState-items",
+            mode=ElementPatchMode.APPEND,
+        )
+        return Response(body, headers=SSE)
+
+    return Starlette(
+        routes=[
+            Route("/CounterState/increment", increment, methods=["POST"]),
+            Route("/FeedState/add", add, methods=["POST"]),
+        ]
+    )
 
 
 def handwritten_cookie() -> str:

@@ -96,6 +96,33 @@ async def state_size(count: int, rounds: int) -> dict[str, float]:
     }
 
 
+async def stream_append(appended: int, count: int, rounds: int) -> dict[str, float]:
+    """One item appended to a stream that ``appended`` items went through before (the
+    server keeps its last 100), against a hand-written endpoint answering one ``<li>``."""
+    fast = apps.feed_app()
+    hand = apps.handwritten_app()
+    cookie = await session_cookie(fast)
+    await _time_events(fast, "/FeedState/add", cookie, appended)  # the stream's history
+    request = scope("POST", "/FeedState/add", [*EVENT_HEADERS, (b"cookie", cookie)], b"")
+    status, _, body = await call(fast, request, b"{}")
+    if status != 200:
+        raise RuntimeError(f"/FeedState/add answered {status}")
+    fast_s, hand_s = await _alternate(
+        [
+            (fast, "/FeedState/add", cookie),
+            (hand, "/FeedState/add", apps.handwritten_cookie().encode()),
+        ],
+        count,
+        rounds,
+    )
+    return {
+        "stream_append_us_100k": fast_s * 1e6,
+        "stream_append_handwritten_us": hand_s * 1e6,
+        "stream_append_ratio": fast_s / hand_s,
+        "stream_append_bytes_100k": float(len(body)),
+    }
+
+
 async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
     try:
         import redis
@@ -320,6 +347,8 @@ TARGETS = {
     "fanout_redis_ms": ("<=", 250.0),
     "bytes_per_session": ("<=", 2048.0),
     "redis_vs_memory_ratio": ("", None),
+    "stream_append_ratio": ("<=", 2.0),
+    "stream_append_bytes_100k": ("<=", 1024.0),
 }
 
 
@@ -328,6 +357,7 @@ def run(quick: bool) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     figures.update(asyncio.run(event_overhead(events, rounds)))
     figures.update(asyncio.run(state_size(events, rounds)))
+    figures.update(asyncio.run(stream_append(1000 if quick else 100_000, events, rounds)))
     figures.update(asyncio.run(redis_vs_memory(events // 3, rounds)))
     figures.update(bytes_per_session(1000 if quick else 100_000))
     figures.update(fanout_inprocess(1000, 3 if quick else 9))

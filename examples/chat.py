@@ -11,19 +11,21 @@ from typing import Annotated, Any
 
 from fasthtml.common import B, Button, Div, FastHTML, Input, Li, Small, Span, Titled, Ul
 from pydantic import BaseModel, StringConstraints
-from sqlmodel import Field
 
 from faststate import (
     FastStateMiddleware,
     ReactiveState,
     RedisStore,
     StateScope,
+    Stream,
     error,
     event,
     live,
     on,
     register_state,
     set_signals,
+    stream,
+    stream_view,
     text,
     use_state,
     viewer_count,
@@ -36,30 +38,29 @@ KEEP = 100
 
 
 class Message(BaseModel):
+    id: int
     author: str
     text: str
     at: float
 
 
+def render_message(m: Message) -> Any:
+    """One message; every page shows it the same, whoever sent it."""
+    return Li(B(m.author), ": ", Span(m.text), cls="message")
+
+
 class ChatRoom(ReactiveState):
-    messages: list[Message] = Field(default_factory=list, exclude=True)
+    # The last KEEP messages; a new one reaches every page as one appended <li>.
+    messages: Stream[Message] = stream(render_message, key="id", limit=KEEP)
     count: int = 0
 
-    @event(broadcast=True)
+    @event
     def send(self, name: Name, message: Text) -> Any:
-        self.messages = [*self.messages, Message(author=name, text=message, at=time.time())][-KEEP:]
         self.count += 1
-        # The list goes to every page; only the sender's input is emptied, and
-        # only now that the message was accepted (a refused one stays to fix).
-        return render_messages(self), set_signals(message="")
-
-
-def render_messages(room: ChatRoom) -> Any:
-    """The message list, pushed whole to every page (the last KEEP messages)."""
-    return Ul(
-        *(Li(B(m.author), ": ", Span(m.text), cls="message") for m in room.messages),
-        id="messages",
-    )
+        self.messages.append(Message(id=self.count, author=name, text=message, at=time.time()))
+        # Only the sender's input is emptied, and only now that the message
+        # was accepted (a refused one stays to fix).
+        return set_signals(message="")
 
 
 def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
@@ -83,7 +84,7 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
             room,
             Div("Messages: ", Span(**text(room, "count"), id="count")),
             Div("Online now: ", Span(**viewer_count(room), id="online")),
-            render_messages(room),
+            stream_view(room, "messages", Ul),
             # The inputs are this page's own signals, sent as the event's parameters.
             Input(data_bind="name", placeholder="your name", id="name"),
             Small(**error(room, "name"), id="name-error"),

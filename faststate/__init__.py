@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from faststate._app import FastStateApp, StateApp, register_state
+from faststate._collections import Stream, stream
 from faststate._errors import Invalid
 from faststate._events import event, redirect, set_signals
 from faststate._helpers import (
@@ -22,6 +23,7 @@ from faststate._helpers import (
     ref,
     signal_name,
     signals,
+    stream_view,
     text,
     viewer_count,
     viewer_names,
@@ -81,6 +83,7 @@ __all__ = [
     "StateScope",
     "StateStore",
     "StoreUnavailable",
+    "Stream",
     "action",
     "ause_state",
     "aviewers",
@@ -98,6 +101,8 @@ __all__ = [
     "set_signals",
     "signal_name",
     "signals",
+    "stream",
+    "stream_view",
     "text",
     "use_state",
     "viewer_count",

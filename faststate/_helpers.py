@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from faststate._collections import container_id, stream_of
 from faststate._errors import GENERAL
 from faststate._events import EventSpec, event_spec
 from faststate._live.presence import GUEST
@@ -94,6 +95,19 @@ def _viewers(state: ReactiveState) -> str:
             f"{type(state).__name__} does not track its viewers: register it with presence=True"
         )
     return f"${signal_name(state)}.{VIEWERS_SIGNAL}"
+
+
+def stream_view(
+    state: ReactiveState, name: str, tag: Callable[..., Any], **attributes: Any
+) -> Any:
+    """The container of a ``Stream`` field with its items: ``stream_view(room, "messages", Ul)``.
+
+    ``tag`` makes the container (``Ul``, ``Tbody``, ``Div``...), given the
+    rendered items and ``attributes``; its id (``ChatRoom-messages``) is what
+    the stream's patches target, so it holds the items and nothing else.
+    """
+    items = stream_of(state, name).elements(container_id(signal_name(state), name))
+    return tag(*items, **attributes, id=container_id(signal_name(state), name))
 
 
 def signals(state: ReactiveState) -> dict[str, str]:

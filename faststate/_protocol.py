@@ -46,10 +46,12 @@ class ElementPatch:
 
 def to_html(item: Any) -> str:
     """HTML text of a FastHTML element, an ``__html__`` object or a string."""
-    if hasattr(item, "__ft__") and not hasattr(item, "__html__"):
-        item = item.__ft__()
-    if hasattr(item, "__html__"):
+    if hasattr(item, "__html__"):  # first: FastHTML elements answer any other name slowly
         return str(item.__html__())
+    if hasattr(item, "__ft__"):
+        item = item.__ft__()
+        if hasattr(item, "__html__"):
+            return str(item.__html__())
     if isinstance(item, str):
         return item
     raise TypeError(

@@ -222,7 +222,7 @@ class EventRun:
                 if isinstance(result, Response) and outcome.going is None:
                     response, page = result, None  # the page may not apply it: its stream does
                 else:
-                    response, page = self._answer(outcome, patches), self.page
+                    response, page = self._answer(outcome, patches, tx.streamed()), self.page
                 await tx.commit(outcome.elements if spec.broadcast else (), page)
             except (*_ANSWERED, OutOfOrder):
                 raise
@@ -233,17 +233,31 @@ class EventRun:
                 return SSEResponse(refusal(self.address, _FAILED))
         return response
 
-    def _answer(self, outcome: Outcome, patches: dict[str, dict[str, Any]]) -> Response:
-        text = self._format(outcome, patches)
+    def _answer(
+        self,
+        outcome: Outcome,
+        patches: dict[str, dict[str, Any]],
+        streamed: Sequence[ElementPatch],
+    ) -> Response:
+        text = self._format(outcome, patches, streamed)
         if outcome.going is not None:  # last: the page applies the changes, then leaves
             text += self.address.protocol.redirect(outcome.going.url)
         if not text:
             return Response(status_code=204)
         return SSEResponse(text)
 
-    def _format(self, outcome: Outcome, patches: dict[str, dict[str, Any]]) -> str:
+    def _format(
+        self,
+        outcome: Outcome,
+        patches: dict[str, dict[str, Any]],
+        streamed: Sequence[ElementPatch],
+    ) -> str:
+        """The caller's answer: what stream fields did, the elements the event
+        returned, then the signals."""
         protocol = self.address.protocol
-        text = protocol.format_elements(outcome.elements) if outcome.elements else ""
+        text = protocol.format_elements(streamed) if streamed else ""
+        if outcome.elements:
+            text += protocol.format_elements(outcome.elements)
         if patches:
             text += protocol.patch_signals(patches)
         if outcome.page_signals:
@@ -327,13 +341,15 @@ class EventRun:
                     patches = self._for_caller(tx, tx.step(), first)
                     first = False
                     elements.extend(outcome.elements)
-                    text = self._format(outcome, patches)
+                    text = self._format(outcome, patches, tx.streamed())
                     if text:
                         chunk = text.encode()  # may fail: before it counts as sent
                         sent = True
                         yield chunk
                 patches = self._for_caller(tx, tx.finish(), first)
-                last_text = protocol.patch_signals(patches) if patches else ""
+                last_text = protocol.format_elements(tx.streamed())
+                if patches:
+                    last_text += protocol.patch_signals(patches)
                 if going is not None:
                     last_text += protocol.redirect(going.url)
                 last = last_text.encode()
@@ -372,7 +388,8 @@ class EventRun:
         for address, correction in zip(tx.addresses[1:], corrections[1:], strict=True):
             if correction:
                 patches[address.namespace] = correction
-        return self.address.protocol.patch_signals(patches)
+        protocol = self.address.protocol
+        return protocol.format_elements(tx.restored()) + protocol.patch_signals(patches)
 
     def _apply_bound(self, state: ReactiveState) -> None:
         # Inside the transaction: tracked, saved and rolled back with the event.

@@ -22,6 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from anyio import CancelScope
 
+from faststate._collections import (
+    Stream,
+    close_streams,
+    flush_streams,
+    guard_streams,
+    open_streams,
+    stream_resets,
+)
 from faststate._diff import compose_patches
 from faststate._live.broker import Change
 from faststate._protocol import ElementPatch
@@ -143,6 +151,7 @@ def _place(state: ReactiveState, address: Address) -> None:
     # allocation per event for nothing.
     if not address.same_place(placement(state)):
         place(state, address)
+        guard_streams(state)
 
 
 def _by_key(address: Address) -> str:
@@ -163,8 +172,11 @@ class Transaction:
     __slots__ = (
         "_corrections",
         "_done",
+        "_flushed",
         "_held",
         "_shown",
+        "_streamed",
+        "_streams",
         "_trackers",
         "addresses",
         "runtime",
@@ -185,6 +197,11 @@ class Transaction:
         self._corrections: list[dict[str, Any]] | None = None  # once rolled back
         self._trackers: list[Tracker] = []
         self._shown: list[dict[str, Any]] = []
+        # Stream fields: those of each instance, the element patches each one's
+        # streams made so far (its live pages get them), and those of the last step.
+        self._streams: list[list[Stream[Any]]] = []
+        self._streamed: list[list[ElementPatch]] = []
+        self._flushed: list[ElementPatch] = []
         #: Locks taken, in the global order, with their leases and keys.
         self._held: list[tuple[AbstractAsyncContextManager[Lease], Lease, str]] = []
 
@@ -204,6 +221,8 @@ class Transaction:
             self.states = [state]
             self._trackers = [begin_tracking(state)]
             self._shown = [{}]
+            self._streams = [open_streams(state, address.namespace, address.protocol)]
+            self._streamed = [[]]
             return self
         order = sorted(addresses, key=_by_key)
         try:
@@ -217,6 +236,11 @@ class Transaction:
             raise
         self._trackers = [begin_tracking(state) for state in self.states]
         self._shown = [{} for _ in addresses]
+        self._streams = [
+            open_streams(state, address.namespace, address.protocol)
+            for address, state in zip(addresses, self.states, strict=True)
+        ]
+        self._streamed = [[] for _ in addresses]
         return self
 
     async def __aexit__(
@@ -263,6 +287,8 @@ class Transaction:
         self.states.append(state)
         self._trackers.append(begin_tracking(state))
         self._shown.append({})
+        self._streams.append(open_streams(state, address.namespace, address.protocol))
+        self._streamed.append([])
         return state
 
     def step(self) -> list[dict[str, Any]]:
@@ -272,27 +298,10 @@ class Transaction:
             resume_tracking(state, tracker)
         return patches
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Stop tracking; what changed since the last step, per instance."""
-        if len(self.states) == 1:
-            state = self.states[0]
-            end_tracking(state)
-            patch = diff_tracked(state, self._trackers[0], checkpoint=True)
-            if patch:
-                shown = self._shown[0]
-                self._shown[0] = compose_patches(shown, patch) if shown else patch
-            return [patch]
-        patches = []
-        for position, (state, tracker) in enumerate(
-            zip(self.states, self._trackers, strict=True)
-        ):
-            end_tracking(state)
-            patch = diff_tracked(state, tracker, checkpoint=True)
-            if patch:
-                shown = self._shown[position]
-                self._shown[position] = compose_patches(shown, patch) if shown else patch
-            patches.append(patch)
-        return patches
+    def streamed(self) -> list[ElementPatch]:
+        """Element patches of what stream fields did in the last step (or since it,
+        after ``finish``), every instance's: the caller's page applies them."""
+        return self._flushed
 
     async def commit(
         self, elements: Sequence[ElementPatch] = (), origin: str | None = None
@@ -307,7 +316,8 @@ class Transaction:
         back; a database commit that fails after the store saved is undone in
         the store by saving the rolled-back instances again.
 
-        ``elements`` go to other pages with the first instance's change;
+        Each instance's change carries the element patches of its stream
+        fields; ``elements`` go to other pages with the first instance's change;
         ``origin`` names the page whose event this is (it has the change).
         Every save of a watched instance is published, one that changed
         nothing too, so pages see versions without gaps; they go out in
@@ -322,9 +332,10 @@ class Transaction:
             address, state = self.addresses[0], self.states[0]
             await store.save(address.key, state, runtime.ttl_for(address.registration.config))
             self._done = True
+            close_streams(self._streams[0], keep=True)
             if runtime.broker.reaches(address.key):
                 version = stored_version(state)
-                shared = tuple(elements)
+                shared = (*self._streamed[0], *elements)
                 change = Change(address.key, version, self._shown[0], shared, origin=origin)
                 await runtime.broker.publish(change)
             return
@@ -352,10 +363,13 @@ class Transaction:
                     await self._undo(saved, ttls)
             raise
         self._done = True
+        for streams in self._streams:
+            close_streams(streams, keep=True)
         broker = runtime.broker
         for position, (address, state) in enumerate(zip(self.addresses, self.states, strict=True)):
             if broker.reaches(address.key):
-                shared = tuple(elements) if position == 0 else ()
+                streamed = self._streamed[position]
+                shared = (*streamed, *elements) if position == 0 else tuple(streamed)
                 version = stored_version(state)
                 change = Change(address.key, version, self._shown[position], shared, origin=origin)
                 await broker.publish(change)
@@ -409,9 +423,52 @@ class Transaction:
             end_tracking(state)
             rollback(state, tracker)
             corrections.append(diff_tracked(state, tracker, checkpoint=True))
+        for streams in self._streams:
+            close_streams(streams, keep=False)
         self._done = True
         self._corrections = corrections
         return corrections
+
+    def restored(self) -> list[ElementPatch]:
+        """After a rollback: patches rendering again, as they are now, the stream
+        containers of instances whose stream changes a page may have been shown."""
+        return [
+            patch
+            for address, state, streamed in zip(
+                self.addresses, self.states, self._streamed, strict=True
+            )
+            if streamed
+            for patch in stream_resets(state, address.namespace, address.protocol)
+        ]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Stop tracking; what changed since the last step, per instance (and, in
+        ``streamed()``, the element patches of what stream fields did)."""
+        self._flushed = []
+        for position, streams in enumerate(self._streams):
+            if streams:
+                flushed = flush_streams(streams)
+                self._streamed[position].extend(flushed)
+                self._flushed.extend(flushed)
+        if len(self.states) == 1:
+            state = self.states[0]
+            end_tracking(state)
+            patch = diff_tracked(state, self._trackers[0], checkpoint=True)
+            if patch:
+                shown = self._shown[0]
+                self._shown[0] = compose_patches(shown, patch) if shown else patch
+            return [patch]
+        patches = []
+        for position, (state, tracker) in enumerate(
+            zip(self.states, self._trackers, strict=True)
+        ):
+            end_tracking(state)
+            patch = diff_tracked(state, tracker, checkpoint=True)
+            if patch:
+                shown = self._shown[position]
+                self._shown[position] = compose_patches(shown, patch) if shown else patch
+            patches.append(patch)
+        return patches
 
     async def _release(
         self,

@@ -27,6 +27,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from faststate._address import Address
+from faststate._collections import stream_resets
 from faststate._context import RequestContext, context_of
 from faststate._live.broker import Change, ViewersChanged
 from faststate._live.presence import Seat
@@ -368,15 +369,19 @@ class LiveStream(Response):
     async def _send_full(
         self, send: Send, position: int, state: ReactiveState | None = None
     ) -> None:
-        """The whole public state of one instance."""
+        """The whole public state of one instance, its stream fields re-rendered."""
         watched = self.watched[position]
         if state is None:
             state = await self._load(watched)
             if state is None:
                 return
         self.known[position] = stored_version(state)
+        event_id = self._event_id()
+        # Stream fields are no signals: their containers are rendered again.
+        resets = stream_resets(state, watched.namespace, self.protocol)
+        text = self.protocol.format_elements(resets, event_id) if resets else ""
         patch = {watched.namespace: public_state(state)}
-        await self._write(send, self.protocol.patch_signals(patch, self._event_id()))
+        await self._write(send, text + self.protocol.patch_signals(patch, event_id))
 
     async def _load(self, watched: Address) -> ReactiveState | None:
         try:

@@ -173,18 +173,20 @@ def test_chat_message_reaches_other_page(protocol: str, open_page, page_errors) 
     a.click("#send")
     expect(a.locator("#count")).to_have_text(str(count + 1))
     expect(b.locator("#count")).to_have_text(str(count + 1), timeout=PUSH_TIMEOUT_MS)
-    expect(b.locator("#messages li").last).to_have_text(f"alice: {text}", timeout=PUSH_TIMEOUT_MS)
-    expect(a.locator("#messages li").last).to_have_text(f"alice: {text}")
+    last_b = b.locator("#ChatRoom-messages li").last
+    expect(last_b).to_have_text(f"alice: {text}", timeout=PUSH_TIMEOUT_MS)
+    expect(a.locator("#ChatRoom-messages li").last).to_have_text(f"alice: {text}")
     expect(a.locator("#message")).to_have_value("")
 
     reply = f"hi {uuid.uuid4().hex[:8]}"
     b.fill("#name", "bob")
     b.fill("#message", reply)
     b.click("#send")
-    expect(a.locator("#messages li").last).to_have_text(f"bob: {reply}", timeout=PUSH_TIMEOUT_MS)
+    last_a = a.locator("#ChatRoom-messages li").last
+    expect(last_a).to_have_text(f"bob: {reply}", timeout=PUSH_TIMEOUT_MS)
     expect(a.locator("#count")).to_have_text(str(count + 2), timeout=PUSH_TIMEOUT_MS)
     expect(b.locator("#count")).to_have_text(str(count + 2))
-    expect(a.locator("ul#messages")).to_have_count(1)
+    expect(a.locator("ul#ChatRoom-messages")).to_have_count(1)
     no_errors(page_errors, a, b)
 
 
