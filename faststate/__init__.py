@@ -37,6 +37,7 @@ from faststate._sessions import rotate_session
 from faststate._state import Bindable, ReactiveState
 from faststate._stores.base import StaleState, StateStore, StoreUnavailable
 from faststate._stores.memory import MemoryStore
+from faststate._uploads import Upload
 
 if TYPE_CHECKING:
     from faststate._live.redis_broker import RedisBroker
@@ -81,6 +82,7 @@ __all__ = [
     "StateScope",
     "StateStore",
     "StoreUnavailable",
+    "Upload",
     "action",
     "ause_state",
     "aviewers",
