@@ -60,8 +60,12 @@ PART_OVERHEAD: Final = 1024
 #: away, so that the page can be told why: a browser still sending a body may
 #: never see an answer sent before it is done.  Beyond it: 413, connection closed.
 DISCARD_FACTOR: Final = 2
-#: Past this size a file spools from memory to a temporary file.
-SPOOL_SIZE: Final = MiB
+#: Past this size a file spools from memory to a temporary file: with the
+#: count of files bounded, so is the memory of one upload.
+SPOOL_SIZE: Final = 256 * 1024
+#: Files of one body, at most, as a factor of those the event takes: a page
+#: that sent a few too many is told on the page; a body with more is refused.
+FILES_FACTOR: Final = 2
 #: Base64 characters decoded at a time (a multiple of 4).
 _DECODE_CHUNK: Final = 4 * 64 * 1024
 
@@ -304,7 +308,7 @@ async def _parse(
     parser = MultiPartParser(
         Headers(raw=scope["headers"]),
         body(),
-        max_files=policy.max_files,
+        max_files=FILES_FACTOR * policy.max_files,
         max_fields=MAX_FIELDS,
         max_part_size=FIELDS_ALLOWANCE,
     )
