@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from datastar_py import ServerSentEventGenerator
 from itsdangerous import BadSignature, TimestampSigner
 from sqlmodel import Field
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -18,6 +19,7 @@ from faststate import (
     ReactiveState,
     StateScope,
     StateStore,
+    Upload,
     event,
     register_state,
     use_state,
@@ -58,6 +60,26 @@ class IdleState(ReactiveState):
     count: int = 0
     name: str = ""
     active: bool = False
+
+
+class UploadState(ReactiveState):
+    received: int = 0
+
+    @event
+    async def store(self, file: Annotated[UploadFile, Upload(max_size=64 * 2**20)]) -> None:
+        # Read through, as an app storing the file elsewhere would.
+        while chunk := await file.read(2**16):
+            self.received += len(chunk)
+
+
+def upload_app() -> Starlette:
+    async def page(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key=SECRET)
+    register_state(app, UploadState, scope=StateScope.SESSION)
+    return app
 
 
 def faststate_app(store: StateStore | None = None) -> Starlette:
