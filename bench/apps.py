@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from datastar_py import ServerSentEventGenerator
 from datastar_py.consts import ElementPatchMode
@@ -11,6 +11,7 @@ from itsdangerous import BadSignature, TimestampSigner
 from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -22,6 +23,7 @@ from faststate import (
     StateScope,
     StateStore,
     Stream,
+    Upload,
     event,
     register_state,
     stream,
@@ -94,6 +96,23 @@ def feed_app() -> Starlette:
     app = Starlette(routes=[Route("/", page)])
     app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=MemoryStore())
     register_state(app, FeedState, scope=StateScope.SESSION)
+class UploadState(ReactiveState):
+    received: int = 0
+
+    @event
+    async def store(self, file: Annotated[UploadFile, Upload(max_size=64 * 2**20)]) -> None:
+        # Read through, as an app storing the file elsewhere would.
+        while chunk := await file.read(2**16):
+            self.received += len(chunk)
+
+
+def upload_app() -> Starlette:
+    async def page(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key=SECRET)
+    register_state(app, UploadState, scope=StateScope.SESSION)
     return app
 
 

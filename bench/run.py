@@ -252,6 +252,103 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _serve(name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``serve:<name>`` under uvicorn in a process of its own, once it answers."""
+    import httpx
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(HERE),
+            f"serve:{name}",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(base + "/", timeout=1)
+            return server, base
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise
+            time.sleep(0.1)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+def upload_rss(megabytes: int) -> dict[str, float]:
+    """Peak resident memory a real uvicorn server gains while one file of
+    ``megabytes`` MB is uploaded to an event (the file streams to disk)."""
+    import httpx
+
+    server, base = _serve("uploads")
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            client.get("/")
+            headers = {"Datastar-Request": "true", "Sec-Fetch-Site": "same-origin"}
+
+            def upload(size: int) -> None:
+                boundary = "faststate-bench"
+                head = (
+                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                    'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                ).encode()
+                tail = f"\r\n--{boundary}--\r\n".encode()
+                block = os.urandom(2**16)
+                blocks = size // len(block)
+
+                def body() -> Any:  # streamed: the client holds no copy either
+                    yield head
+                    for _ in range(blocks):
+                        yield block
+                    yield tail
+
+                response = client.post(
+                    "/UploadState/store",
+                    content=body(),
+                    headers={
+                        **headers,
+                        "Content-Type": f"multipart/form-data; boundary={boundary}",
+                        "Content-Length": str(len(head) + blocks * len(block) + len(tail)),
+                    },
+                )
+                response.raise_for_status()
+                if "received" not in response.text:
+                    raise RuntimeError(f"upload not received: {response.text[:200]}")
+
+            upload(2**20)  # warm up: every code path of an upload loaded once
+            pid = server.pid
+            try:  # start the peak afresh (Linux: "5" resets VmHWM to the current RSS)
+                with open(f"/proc/{pid}/clear_refs", "w") as handle:
+                    handle.write("5")
+            except OSError:
+                pass
+            before = _status_kib(pid, "VmHWM")
+            upload(megabytes * 10**6)
+            after = _status_kib(pid, "VmHWM")
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {"upload_rss_mb": max(0, after - before) / 1024}
+
+
 def over_http(seconds: int) -> dict[str, float | None]:
     """Both apps under uvicorn (one worker each), loaded by wrk from another process."""
     if shutil.which("wrk") is None:
@@ -349,6 +446,7 @@ TARGETS = {
     "redis_vs_memory_ratio": ("", None),
     "stream_append_ratio": ("<=", 2.0),
     "stream_append_bytes_100k": ("<=", 1024.0),
+    "upload_rss_mb": ("<=", 10.0),
 }
 
 
@@ -363,6 +461,7 @@ def run(quick: bool) -> dict[str, Any]:
     figures.update(fanout_inprocess(1000, 3 if quick else 9))
     figures.update(fanout_redis(1000, 1 if quick else 5))
     figures.update(over_http(1 if quick else 10))
+    figures.update(upload_rss(4 if quick else 50))
     return figures
 
 

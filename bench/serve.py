@@ -1,12 +1,13 @@
-"""The two apps as uvicorn targets for the HTTP benchmark (``uvicorn serve:faststate``)."""
+"""The apps as uvicorn targets of the HTTP benchmarks (``uvicorn serve:faststate``)."""
 
-from apps import faststate_app, handwritten_app
+from apps import faststate_app, handwritten_app, upload_app
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 faststate = faststate_app()
 handwritten = handwritten_app()
+uploads = upload_app()
 
 
 async def _ready(request: Request) -> PlainTextResponse:

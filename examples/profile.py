@@ -1,4 +1,5 @@
-"""USER scope with a tiny login: the same user sees the same profile everywhere.
+"""USER scope with a tiny login: the same user sees the same profile everywhere,
+and an avatar upload (a form posting a file to an event).
 
 Run:  python examples/profile.py   (serves http://127.0.0.1:5005)
 """
@@ -23,11 +24,13 @@ from fasthtml.common import (
     Titled,
 )
 from pydantic import StringConstraints
+from starlette.datastructures import UploadFile
 
 from faststate import (
     FastStateMiddleware,
     ReactiveState,
     StateScope,
+    Upload,
     error,
     event,
     live,
@@ -41,6 +44,10 @@ from faststate.fasthtml import datastar_script
 
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
 USERNAME = re.compile(r"^[a-z0-9_]{1,32}$")
+#: Checked before the event runs; a refusal shows next to the form.
+Avatar = Annotated[
+    UploadFile, Upload(max_size=2**20, accept=("image/png", "image/jpeg", "image/webp"))
+]
 
 
 class Profile(ReactiveState):
@@ -52,9 +59,17 @@ class Profile(ReactiveState):
         self.display_name = display_name
         return set_signals(display_name="")  # accepted: the input empties
 
+    avatar: str = ""  # what the last accepted avatar was: "me.png, 12345 bytes"
+
     @event
     def like(self) -> None:
         self.likes += 1
+
+    @event
+    async def set_avatar(self, avatar: Avatar) -> None:
+        # A real app would store the file (it is spooled to disk, not held in memory).
+        data = await avatar.read()
+        self.avatar = f"{avatar.filename}, {len(data)} bytes"
 
 
 def require_login(req, sess):  # type: ignore[no-untyped-def]
@@ -119,6 +134,14 @@ def create_app(protocol: str = "v1") -> FastHTML:
             Button("Rename", **on("click", profile.rename), id="rename"),
             Small(**error(profile, "display_name"), id="name-error"),
             Button("Like", **on("click", profile.like), id="like"),
+            P("Avatar: ", Span(**text(profile, "avatar"), id="avatar")),
+            # FastHTML's Form is multipart: form=True posts its fields, files included.
+            Form(
+                Input(type="file", name="avatar", accept="image/*", id="avatar-file"),
+                Button("Upload avatar", id="upload"),
+                Small(**error(profile, "avatar"), id="avatar-error"),
+                **on("submit", profile.set_avatar, form=True),
+            ),
             P(A("log out", href="/logout", id="logout")),
             # Every session of this user follows along.
             Div(**live(req), id="live"),

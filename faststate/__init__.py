@@ -39,6 +39,7 @@ from faststate._sessions import rotate_session
 from faststate._state import Bindable, ReactiveState
 from faststate._stores.base import StaleState, StateStore, StoreUnavailable
 from faststate._stores.memory import MemoryStore
+from faststate._uploads import Upload
 
 if TYPE_CHECKING:
     from faststate._live.redis_broker import RedisBroker
@@ -84,6 +85,7 @@ __all__ = [
     "StateStore",
     "StoreUnavailable",
     "Stream",
+    "Upload",
     "action",
     "ause_state",
     "aviewers",

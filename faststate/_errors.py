@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from faststate._guards import FormFields
 from faststate._protocol import ERRORS_SIGNAL, dump_json
 
 #: The key of a message that names no field.
@@ -84,5 +85,7 @@ def errors_signal(messages: Mapping[str, str]) -> str:
 
 def errors_shown(values: Mapping[str, Any], namespace: str) -> bool:
     """Whether the page that sent ``values`` shows errors of the instance at ``namespace``."""
+    if isinstance(values, FormFields):  # a form sends no signals: clear what may show
+        return True
     own = values.get(namespace)
     return isinstance(own, dict) and bool(own.get(ERRORS_SIGNAL))

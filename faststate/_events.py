@@ -25,6 +25,7 @@ from faststate._errors import BindError
 from faststate._guards import FormFields
 from faststate._protocol import PATCH_MODES, PatchMode
 from faststate._state import ReactiveState, bindable_fields
+from faststate._uploads import UploadParam, UploadPolicy, bind_uploads, upload_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 EventKind = Literal["sync", "async", "generator", "async_generator"]
@@ -38,10 +39,11 @@ _SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
 @dataclass
 class _Param:
     name: str
-    adapter: TypeAdapter[Any] | None  # None: receives the request, or a state
+    adapter: TypeAdapter[Any] | None  # None: receives the request, a state or files
     default: Any
     many: bool  # a sequence type: takes every repeated query value
     state: type[ReactiveState] | None = None  # receives that class's instance
+    upload: UploadParam | None = None  # receives uploaded files
 
 
 @dataclass
@@ -59,6 +61,7 @@ class EventSpec:
     thread: bool = False
     _params: list[_Param] | None = field(default=None, repr=False)
     _state_params: list[tuple[str, type[ReactiveState]]] | None = field(default=None, repr=False)
+    _upload_params: list[UploadParam] | None = field(default=None, repr=False)
 
     def params(self) -> list[_Param]:
         """The bindable parameters, built on first use from the annotations."""
@@ -72,6 +75,17 @@ class EventSpec:
             self._state_params = [(p.name, p.state) for p in self.params() if p.state is not None]
         return self._state_params
 
+    def upload_params(self) -> list[UploadParam]:
+        """Parameters annotated ``UploadFile`` or ``list[UploadFile]``."""
+        if self._upload_params is None:
+            self._upload_params = [p.upload for p in self.params() if p.upload is not None]
+        return self._upload_params
+
+    def upload_policy(self) -> UploadPolicy | None:
+        """The limits of this event's upload bodies; None without upload parameters."""
+        uploads = self.upload_params()
+        return UploadPolicy(tuple(uploads)) if uploads else None
+
     def bind(
         self,
         connection: HTTPConnection,
@@ -83,7 +97,7 @@ class EventSpec:
         query = _query(connection)
         for param in self.params():
             if param.adapter is None:
-                if param.state is None:
+                if param.state is None and param.upload is None:
                     kwargs[param.name] = connection
                 continue
             values = query.get(param.name, ())
@@ -104,6 +118,11 @@ class EventSpec:
                 kwargs[param.name] = param.adapter.validate_python(raw)
             except ValidationError as exc:
                 errors.extend(BindError.all(param.name, exc))
+        uploads = self.upload_params()
+        if uploads:
+            files, upload_errors = bind_uploads(uploads, connection.scope, body)
+            kwargs.update(files)
+            errors += upload_errors
         return kwargs, errors
 
 
@@ -291,6 +310,12 @@ def _build_params(func: Callable[..., Any]) -> list[_Param]:
     params = []
     for param in list(inspect.signature(func).parameters.values())[1:]:
         annotation = hints.get(param.name, Any)
+        upload = upload_of(annotation)
+        if upload is not None:
+            limits, many = upload
+            spec = UploadParam(param.name, limits, many, param.default)
+            params.append(_Param(param.name, None, param.default, many, upload=spec))
+            continue
         if _is_request_type(annotation):
             params.append(_Param(param.name, None, param.default, False))
             continue

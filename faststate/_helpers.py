@@ -115,15 +115,17 @@ def signals(state: ReactiveState) -> dict[str, str]:
     return signal_attributes(state)
 
 
-def action(method: Callable[..., Any], **params: Any) -> str:
+def action(method: Callable[..., Any], *, form: bool = False, **params: Any) -> str:
     """A Datastar expression that runs an event: ``action(counter.increment, amount=1)``.
 
     ``params`` go into the query string and win over page signals of the
-    same name.
+    same name.  ``form=True`` sends the fields of the closest ``<form>``
+    instead of the page's signals, files included when the form has
+    ``enctype="multipart/form-data"`` (FastHTML's ``Form`` default).
     """
     state, spec, url = _event_target(method, params)
     return placement_of(state).protocol.fetch_action(
-        spec.method, url, signal_name(state), bindable_fields(type(state))
+        spec.method, url, signal_name(state), bindable_fields(type(state)), form
     )
 
 
@@ -155,12 +157,19 @@ def _event_target(
     return state, spec, url
 
 
-def on(dom_event: str, method: Callable[..., Any], **params: Any) -> dict[str, str]:
-    """``{"data-on:click": action(...)}`` (``data-on-click`` in beta)."""
+def on(
+    dom_event: str, method: Callable[..., Any], *, form: bool = False, **params: Any
+) -> dict[str, str]:
+    """``{"data-on:click": action(...)}`` (``data-on-click`` in beta).
+
+    ``Form(..., **on("submit", profile.set_avatar, form=True))`` uploads the
+    form's files (the browser's own submission is prevented).
+    """
     state = getattr(method, "__self__", None)
     if not isinstance(state, ReactiveState):
         raise TypeError("on() takes an @event method of a state instance")
-    return {placement_of(state).protocol.on_attribute(dom_event): action(method, **params)}
+    attribute = placement_of(state).protocol.on_attribute(dom_event)
+    return {attribute: action(method, form=form, **params)}
 
 
 def _query_value(value: Any) -> str:

@@ -29,6 +29,7 @@ from faststate._registry import Registry, registry_of
 from faststate._runtime import OpenStreams, Runtime, UserKey
 from faststate._stores.base import StateStore
 from faststate._stores.memory import MemoryStore
+from faststate._uploads import UPLOADS_KEY, Uploads, guard_uploads
 
 if TYPE_CHECKING:
     from faststate._persistence import SQLPersistence
@@ -73,6 +74,7 @@ class FastStateMiddleware:
         domain: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         body_timeout: float = 10.0,
+        upload_timeout: float = 300.0,
         trusted_origins: Iterable[str] = (),
         live_max_age: int = 14 * 24 * 3600,
         max_streams: int = 10_000,
@@ -100,6 +102,8 @@ class FastStateMiddleware:
             presence=Presence(store.viewer_table(), broker, heartbeat),
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
         )
+        #: The deadline of upload bodies, which may take far longer than others.
+        self._slow_uploads = SlowBodies(upload_timeout)
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
         self._app_registry: Registry | None = None
@@ -139,11 +143,19 @@ class FastStateMiddleware:
             return
 
         direct: _DirectRoute | None = None
+        uploads: Uploads | None = None
         if scope["method"] != "GET" and registry is not None:
             path = get_route_path(scope)
             if path in registry.event_paths:
                 runtime = self.runtime
-                guarded = await guard_asgi(scope, receive, send, runtime)
+                policy = registry.uploads.get(path)
+                if policy is None:
+                    guarded = await guard_asgi(scope, receive, send, runtime)
+                else:
+                    uploads = scope[UPLOADS_KEY] = Uploads()
+                    guarded = await guard_uploads(
+                        scope, receive, send, runtime, policy, self._slow_uploads, uploads
+                    )
                 if isinstance(guarded, Refusal):
                     if not guarded.answered:
                         await refusal_response(guarded)(scope, receive, send)
@@ -159,10 +171,14 @@ class FastStateMiddleware:
                 headers.append("Set-Cookie", self._cookie(scope, context.session_id))
             await send(message)
 
-        if direct is not None:
-            await direct(scope, receive, send_with_cookie)
-        else:
-            await self.app(scope, receive, send_with_cookie)
+        try:
+            if direct is not None:
+                await direct(scope, receive, send_with_cookie)
+            else:
+                await self.app(scope, receive, send_with_cookie)
+        finally:
+            if uploads is not None:  # answered, streams included: done with its files
+                await uploads.aclose()
 
     def _registry(self, app: Any) -> Registry | None:
         """The app's registry (remembered), which learns this middleware's runtime

@@ -127,12 +127,14 @@ class Dialect:
         url: str,
         own_namespace: str | None = None,
         bindable: Iterable[str] = (),
+        form: bool = False,
     ) -> str:
         """An ``@post(...)`` expression that is sent once and never re-sent.
 
         ``own_namespace`` names signals the server never reads (the state's
         own copy on the page) but for its ``bindable`` fields and the errors
         the page shows for it; clients that can filter leave the rest out.
+        ``form`` sends the fields of the closest ``<form>`` instead of signals.
         """
         raise NotImplementedError
 
@@ -192,7 +194,13 @@ class DatastarV1(Dialect):
         url: str,
         own_namespace: str | None = None,
         bindable: Iterable[str] = (),
+        form: bool = False,
     ) -> str:
+        build = getattr(action_generator, method)
+        expression: str
+        if form:  # the closest form's fields (multipart with its enctype), no signals
+            expression = build(url, retry="never", content_type="form")
+            return expression
         # The client's default filter drops signals starting with "_"; an
         # explicit filter replaces it, so it is repeated here.
         exclude = r"(^|\.)_"
@@ -204,8 +212,7 @@ class DatastarV1(Dialect):
                 exclude += rf"|^{own_namespace}(\.|$)"
             # ...and the errors it shows, so that an accepted event clears them.
             exclude = rf"^(?!{own_namespace}\.{ERRORS_SIGNAL}$|{PAGE_SIGNAL}$)(?:{exclude})"
-        build = getattr(action_generator, method)
-        expression: str = build(url, retry="never", exclude_signals=exclude)
+        expression = build(url, retry="never", exclude_signals=exclude)
         return expression
 
 
@@ -294,7 +301,10 @@ class DatastarBeta(Dialect):
         url: str,
         own_namespace: str | None = None,
         bindable: Iterable[str] = (),
+        form: bool = False,
     ) -> str:
+        if form:  # beta sends a form as multipart whatever its enctype
+            return f"@{method}({dump_json(url)}, {{contentType: 'form', retryMaxCount: 0}})"
         # beta.11 cannot filter signals (the server reads only what it may);
         # retryMaxCount 0 stops silent re-sends.  Local signals ("_") go too
         # when the instance's errors may be among them.

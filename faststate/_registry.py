@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from faststate._events import EventSpec, event_spec
 from faststate._scopes import StateConfig
 from faststate._state import ReactiveState
+from faststate._uploads import UploadPolicy
 
 if TYPE_CHECKING:
     from faststate._runtime import Runtime
@@ -42,6 +43,8 @@ class Registry:
     by_class: dict[type, Registration] = field(default_factory=dict)
     by_name: dict[str, Registration] = field(default_factory=dict)
     event_paths: set[str] = field(default_factory=set)
+    #: The event paths with upload parameters, and their limits.
+    uploads: dict[str, UploadPolicy] = field(default_factory=dict)
     live_mounted: bool = False
     #: The middleware's shared parts, known once the app has served (for mutate(app)).
     runtime: Runtime | None = None
@@ -79,13 +82,18 @@ def add_registration(
         raise ValueError(f"a state class named {cls.__name__} is already registered")
     registration = Registration(cls, config, prefix, _collect_events(cls))
     paths = []
+    uploads = {}
     for spec in registration.events.values():
         spec.params()  # fail at startup, not at the first click, on bad annotations
         path = registration.event_path(spec)
         if path in registry.event_paths or path in paths:
             raise ValueError(f"event path {path} is already taken")
         paths.append(path)
+        policy = spec.upload_policy()
+        if policy is not None:
+            uploads[path] = policy
     registry.event_paths.update(paths)
+    registry.uploads.update(uploads)
     registry.by_class[cls] = registration
     registry.by_name[cls.__name__] = registration
     return registration

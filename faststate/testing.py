@@ -23,6 +23,9 @@ DATASTAR_HEADERS = {
     "Sec-Fetch-Site": "same-origin",
 }
 
+#: A file to upload: (file name, contents, media type).
+FileToUpload = tuple[str, bytes, str]
+
 _SIGNAL_EVENTS = ("datastar-patch-signals", "datastar-merge-signals")
 _NAVIGATION = re.compile(r'window\.location\.assign\(("(?:[^"\\]|\\.)*")\)')
 _ELEMENT_EVENTS = ("datastar-patch-elements", "datastar-merge-fragments")
@@ -114,11 +117,23 @@ def fire(
     /,
     signals: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    uploads: Mapping[str, FileToUpload | list[FileToUpload]] | None = None,
     **params: Any,
 ) -> EventResult:
-    """Post an event as the Datastar client would (Starlette ``TestClient``, httpx)."""
+    """Post an event as the Datastar client would (Starlette ``TestClient``, httpx).
+
+    ``uploads={"avatar": ("me.png", data, "image/png")}`` (a list of such
+    tuples for a list parameter) posts a multipart form as ``action(...,
+    form=True)`` does, with ``signals`` as its text fields.
+    """
     url, body, all_headers = _request(target, signals, headers, params)
-    response = client.post(url, content=body, headers=all_headers)
+    if uploads is not None:
+        del all_headers["Content-Type"]  # the client sets it, boundary included
+        response = client.post(
+            url, data=dict(signals or {}), files=_files(uploads), headers=all_headers
+        )
+    else:
+        response = client.post(url, content=body, headers=all_headers)
     return _result(response)
 
 
@@ -128,12 +143,30 @@ async def afire(
     /,
     signals: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    uploads: Mapping[str, FileToUpload | list[FileToUpload]] | None = None,
     **params: Any,
 ) -> EventResult:
     """``fire`` for ``httpx.AsyncClient``."""
     url, body, all_headers = _request(target, signals, headers, params)
-    response = await client.post(url, content=body, headers=all_headers)
+    if uploads is not None:
+        del all_headers["Content-Type"]
+        response = await client.post(
+            url, data=dict(signals or {}), files=_files(uploads), headers=all_headers
+        )
+    else:
+        response = await client.post(url, content=body, headers=all_headers)
     return _result(response)
+
+
+def _files(
+    uploads: Mapping[str, FileToUpload | list[FileToUpload]],
+) -> list[tuple[str, FileToUpload]]:
+    """httpx's ``files=`` list: one entry per file, a field name repeated for lists."""
+    return [
+        (name, file)
+        for name, given in uploads.items()
+        for file in (given if isinstance(given, list) else [given])
+    ]
 
 
 def parse_sse(text: str) -> list[SSEEvent]:

@@ -128,3 +128,41 @@ def test_whitespace_rename_is_refused(protocol: str, site, new_context, page_err
     page.reload()
     expect(name).to_have_text("Dot")
     assert page_errors(page) == []
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def test_avatar_upload(protocol: str, site, new_context, page_errors) -> None:
+    """A form posts the file; oversize and wrong type are refused on the page."""
+    from playwright.sync_api import expect
+
+    page = log_in(new_context(protocol), site(protocol), f"eve_{protocol}")
+    avatar, refusal = page.locator("#avatar"), page.locator("#avatar-error")
+    expect(refusal).to_be_hidden()
+
+    page.set_input_files("#avatar-file", files=[_file("big.png", "image/png", 2**20 + 1)])
+    page.click("#upload")
+    expect(refusal).to_have_text("The file is larger than 1 MiB.")
+    expect(avatar).to_have_text("")
+
+    page.set_input_files("#avatar-file", files=[_file("notes.txt", "text/plain", 10)])
+    page.click("#upload")
+    expect(refusal).to_have_text("Only image/png, image/jpeg, image/webp files are accepted.")
+    expect(avatar).to_have_text("")
+
+    page.set_input_files(
+        "#avatar-file", files=[{"name": "me.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    page.click("#upload")
+    expect(avatar).to_have_text(f"me.png, {len(PNG)} bytes")
+    expect(refusal).to_be_hidden()  # the accepted upload cleared it
+    expect(page).to_have_url(site(protocol) + "/")  # no native form submission
+
+    page.reload()
+    expect(page.locator("#avatar")).to_have_text(f"me.png, {len(PNG)} bytes")
+    assert page_errors(page) == []
+
+
+def _file(name: str, mime: str, size: int) -> dict[str, Any]:
+    return {"name": name, "mimeType": mime, "buffer": b"\0" * size}
