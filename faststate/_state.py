@@ -159,7 +159,7 @@ def _copied_by_one_level(kind: Any) -> bool:
         return _all_of(args[0], _immutable)
     if origin is dict and len(args) == 2:
         return _all_of(args[0], _immutable) and _all_of(args[1], _immutable)
-    return kind is bytearray or _immutable(kind)
+    return _immutable(kind)
 
 
 def _immutable(kind: Any) -> bool:
