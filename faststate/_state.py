@@ -35,13 +35,11 @@ from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field, SQLModel
 
 from faststate._diff import (
-    alternatives,
+    all_of,
     dump_fields,
     dump_public,
     inert,
-    is_plain,
     merge_diff,
-    plain_fields,
 )
 from faststate._protocol import ERRORS_SIGNAL, VIEWERS_SIGNAL, Dialect, dump_json, get_protocol
 
@@ -144,21 +142,16 @@ def shallow_copied_fields(cls: type[BaseModel]) -> frozenset[str]:
     return frozenset(
         name
         for name, info in cls.__pydantic_fields__.items()
-        if inert(info.metadata) and _all_of(info.annotation, _copied_by_one_level)
+        if inert(info.metadata) and all_of(info.annotation, _copied_by_one_level)
     )
-
-
-def _all_of(annotation: Any, test: Any) -> bool:
-    kinds = alternatives(annotation)
-    return kinds is not None and all(test(kind) for kind in kinds)
 
 
 def _copied_by_one_level(kind: Any) -> bool:
     origin, args = get_origin(kind), get_args(kind)
     if origin in (list, set) and len(args) == 1:
-        return _all_of(args[0], _immutable)
+        return all_of(args[0], _immutable)
     if origin is dict and len(args) == 2:
-        return _all_of(args[0], _immutable) and _all_of(args[1], _immutable)
+        return all_of(args[0], _immutable) and all_of(args[1], _immutable)
     return _immutable(kind)
 
 
@@ -169,10 +162,10 @@ def _immutable(kind: Any) -> bool:
     if origin is Literal:
         return all(type(value) in _IMMUTABLE or isinstance(value, Enum) for value in args)
     if origin is frozenset and len(args) == 1:
-        return _all_of(args[0], _immutable)
+        return all_of(args[0], _immutable)
     # A bare tuple (or typing.Tuple) has no arguments and may hold anything.
     if origin is tuple and args:
-        return all(arg is Ellipsis or _all_of(arg, _immutable) for arg in args)
+        return all(arg is Ellipsis or all_of(arg, _immutable) for arg in args)
     return False
 
 
@@ -201,10 +194,8 @@ class Tracker:
         cls = type(state)
         saved = _rollback_copy(cls, name, value) if deep else value
         dumped = None
-        if name in plain_fields(cls) and is_plain(value):
-            dumped = {name: "" if value is None else value}
-        elif name in cls.__pydantic_fields__:
-            dumped = dump_public(state, {name})
+        if name in cls.__pydantic_fields__:
+            dumped = dump_fields(state, {name: value}, {name})
         # A page rendering this instance from another thread may read the
         # same field while a sync event runs; whichever copy is complete
         # first was taken before the event changed anything, so it wins.

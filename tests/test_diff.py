@@ -11,7 +11,7 @@ from sqlmodel import Field
 from starlette.testclient import TestClient
 
 from faststate import ReactiveState, StateScope, event
-from faststate._diff import null_free_fields
+from faststate._diff import flat_json_fields, null_free_fields
 from faststate._state import begin_tracking, diff_tracked, end_tracking, public_state
 from faststate.testing import fire
 from tests.apps import state_app
@@ -93,6 +93,40 @@ def test_values_the_page_cannot_hold_are_still_replaced() -> None:
     assert shown["float_members"] == {"a": ""}
     assert shown["nullable_items"] == [None, 1]
     assert shown["anything"] == [{"a": ""}, None]
+
+
+def test_json_of_flat_collections_is_a_copy_only_where_it_equals_pydantic_json() -> None:
+    # Tuples and sets become lists, enums their values, int keys strings,
+    # floats may be NaN: those go through pydantic.
+    assert flat_json_fields(Shapes) == {
+        "id",
+        "numbers",
+        "counts",
+        "optional",
+        "union",
+        "constrained",
+        "nullable_items",
+    }
+    state = Shapes(numbers=[1, 2], counts={"a": 1}, union=["é"], nullable_items=[None])
+    shown = public_state(state)
+    assert shown == state.__pydantic_serializer__.to_python(state, mode="json") | {"optional": ""}
+
+
+def test_a_patch_holds_a_copy_of_a_flat_list_not_the_live_one() -> None:
+    # The patch may be sent after the next event changed the list in place,
+    # and a checkpoint must not compare the live list with itself.
+    state = Shapes(numbers=[1])
+    tracker = begin_tracking(state)
+    state.numbers.append(2)
+    patch = diff_tracked(state, tracker, checkpoint=True)
+    state.numbers.append(3)
+    assert patch == {"numbers": [1, 2]}
+    assert diff_tracked(state, tracker, checkpoint=True) == {"numbers": [1, 2, 3]}
+    state.counts["a"] = 1
+    assert diff_tracked(state, tracker, checkpoint=True) == {"counts": {"a": 1}}
+    state.counts["a"] = 2
+    assert diff_tracked(state, tracker) == {"counts": {"a": 2}}
+    end_tracking(state)
 
 
 def _tracked(state: ReactiveState, change: Any) -> dict[str, Any]:
