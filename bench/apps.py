@@ -65,6 +65,16 @@ class ListState(ReactiveState):
         self.items.append(amount)
 
 
+class DictState(ReactiveState):
+    """A plain dict field of 100,000 keys, one key changed per event."""
+
+    counts: dict[str, int] = Field(default_factory=lambda: {f"k{i}": 0 for i in range(LIST_SIZE)})
+
+    @event
+    async def increment(self, amount: int = 1) -> None:
+        self.counts["k5"] += amount
+
+
 class IdleState(ReactiveState):
     """Three fields, as an idle visitor's session holds them."""
 
@@ -88,16 +98,18 @@ def faststate_app(store: StateStore | None = None) -> Starlette:
     return app
 
 
-def faststate_list_app() -> Starlette:
-    """The list benchmark on its own, so the other figures' pages stay small."""
+def faststate_collections_app() -> Starlette:
+    """The collection benchmarks on their own, so the other figures' pages stay small."""
 
     async def page(request: Request) -> Response:
         use_state(request, ListState)
+        use_state(request, DictState)
         return PlainTextResponse("ok")
 
     app = Starlette(routes=[Route("/", page)])
     app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=MemoryStore())
     register_state(app, ListState, scope=StateScope.SESSION)
+    register_state(app, DictState, scope=StateScope.SESSION)
     return app
 
 

@@ -96,19 +96,22 @@ async def state_size(count: int, rounds: int) -> dict[str, float]:
     }
 
 
-async def list_append(count: int, rounds: int) -> dict[str, float]:
+async def collections(count: int, rounds: int) -> dict[str, float]:
     """One item appended to a plain ``list[int]`` of 100,000, the whole list sent back.
 
     JSON Merge Patch replaces arrays, so both sides send the same bytes; what
-    is left to compare is faststate's tracking, rollback copy and diff.
+    is left to compare is faststate's tracking, rollback copy and diff.  One
+    key changed in a ``dict[str, int]`` of 100,000, in the same rounds, shows
+    what a dict costs instead (its patch holds that key only).
     """
-    fast = apps.faststate_list_app()
+    fast = apps.faststate_collections_app()
     hand = apps.handwritten_list_app()
     cookie = await session_cookie(fast)
-    fast_s, hand_s = await _alternate(
+    fast_s, hand_s, dict_s = await _alternate(
         [
             (fast, "/ListState/append", cookie),
             (hand, "/ListState/append", apps.handwritten_cookie().encode()),
+            (fast, "/DictState/increment", cookie),
         ],
         count,
         rounds,
@@ -117,6 +120,7 @@ async def list_append(count: int, rounds: int) -> dict[str, float]:
         "list_append_us_100k": fast_s * 1e6,
         "list_append_handwritten_us_100k": hand_s * 1e6,
         "list_append_ratio_100k": fast_s / hand_s,
+        "dict_set_us_100k": dict_s * 1e6,
     }
 
 
@@ -354,7 +358,7 @@ def run(quick: bool) -> dict[str, Any]:
     figures.update(asyncio.run(event_overhead(events, rounds)))
     figures.update(asyncio.run(state_size(events, rounds)))
     # Each event costs milliseconds here: far fewer of them, same rounds.
-    figures.update(asyncio.run(list_append(5 if quick else 40, rounds)))
+    figures.update(asyncio.run(collections(5 if quick else 40, rounds)))
     figures.update(asyncio.run(redis_vs_memory(events // 3, rounds)))
     figures.update(bytes_per_session(1000 if quick else 100_000))
     figures.update(fanout_inprocess(1000, 3 if quick else 9))
