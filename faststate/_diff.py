@@ -225,14 +225,13 @@ def dump_fields(state: BaseModel, values: dict[str, Any], names: set[str]) -> di
     """
     cls = type(state)
     plain = plain_fields(cls)
-    flat = flat_json_fields(cls)
     dumped: dict[str, Any] = {}
     rest: set[str] = set()
     for name in names:
         value = values.get(name)
         if name in plain and is_plain(value):
             dumped[name] = "" if value is None else value
-        elif name in flat and (type(value) is list or type(value) is dict):
+        elif (type(value) is list or type(value) is dict) and name in flat_json_fields(cls):
             dumped[name] = value.copy()
         else:
             rest.add(name)

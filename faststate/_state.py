@@ -39,7 +39,9 @@ from faststate._diff import (
     dump_fields,
     dump_public,
     inert,
+    is_plain,
     merge_diff,
+    plain_fields,
 )
 from faststate._protocol import ERRORS_SIGNAL, VIEWERS_SIGNAL, Dialect, dump_json, get_protocol
 
@@ -194,7 +196,9 @@ class Tracker:
         cls = type(state)
         saved = _rollback_copy(cls, name, value) if deep else value
         dumped = None
-        if name in cls.__pydantic_fields__:
+        if name in plain_fields(cls) and is_plain(value):  # the common case, without a call
+            dumped = {name: "" if value is None else value}
+        elif name in cls.__pydantic_fields__:
             dumped = dump_fields(state, {name: value}, {name})
         # A page rendering this instance from another thread may read the
         # same field while a sync event runs; whichever copy is complete
