@@ -59,6 +59,29 @@ class SmallState(ReactiveState):
         self.count += amount
 
 
+LIST_SIZE = 100_000
+
+
+class ListState(ReactiveState):
+    """A plain collection field of 100,000 items, one appended per event."""
+
+    items: list[int] = Field(default_factory=lambda: list(range(LIST_SIZE)))
+
+    @event
+    async def append(self, amount: int = 1) -> None:
+        self.items.append(amount)
+
+
+class DictState(ReactiveState):
+    """A plain dict field of 100,000 keys, one key changed per event."""
+
+    counts: dict[str, int] = Field(default_factory=lambda: {f"k{i}": 0 for i in range(LIST_SIZE)})
+
+    @event
+    async def increment(self, amount: int = 1) -> None:
+        self.counts["k5"] += amount
+
+
 class IdleState(ReactiveState):
     """Three fields, as an idle visitor's session holds them."""
 
@@ -96,6 +119,9 @@ def feed_app() -> Starlette:
     app = Starlette(routes=[Route("/", page)])
     app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=MemoryStore())
     register_state(app, FeedState, scope=StateScope.SESSION)
+    return app
+
+
 class UploadState(ReactiveState):
     received: int = 0
 
@@ -128,6 +154,21 @@ def faststate_app(store: StateStore | None = None) -> Starlette:
     register_state(app, CounterState, scope=StateScope.SESSION)
     register_state(app, BigState, scope=StateScope.SESSION)
     register_state(app, SmallState, scope=StateScope.SESSION)
+    return app
+
+
+def faststate_collections_app() -> Starlette:
+    """The collection benchmarks on their own, so the other figures' pages stay small."""
+
+    async def page(request: Request) -> Response:
+        use_state(request, ListState)
+        use_state(request, DictState)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key=SECRET, store=MemoryStore())
+    register_state(app, ListState, scope=StateScope.SESSION)
+    register_state(app, DictState, scope=StateScope.SESSION)
     return app
 
 
@@ -172,3 +213,21 @@ def handwritten_app() -> Starlette:
 
 def handwritten_cookie() -> str:
     return "session=" + TimestampSigner(SECRET, salt="bench.session").sign("bench").decode()
+
+
+def handwritten_list_app() -> Starlette:
+    """The list append by hand: the whole list goes back, as faststate's merge patch has it."""
+    signer = TimestampSigner(SECRET, salt="bench.session")
+    sessions: dict[str, list[int]] = {}
+
+    async def append(request: Request) -> Response:
+        try:
+            sid = signer.unsign(request.cookies.get("session", "")).decode()
+        except BadSignature:
+            return PlainTextResponse("no session", 403)
+        items = sessions.setdefault(sid, list(range(LIST_SIZE)))
+        items.append(int(request.query_params.get("amount", "1")))
+        body = ServerSentEventGenerator.patch_signals({"ListState": {"items": items}})
+        return Response(body, headers=SSE)
+
+    return Starlette(routes=[Route("/ListState/append", append, methods=["POST"])])

@@ -13,13 +13,36 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Protocol, TypeAlias, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Final,
+    Literal,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    get_args,
+    get_origin,
+)
 
 from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field, SQLModel
 
-from faststate._diff import dump_fields, dump_public, is_plain, merge_diff, plain_fields
+from faststate._diff import (
+    all_of,
+    dump_fields,
+    dump_public,
+    inert,
+    is_plain,
+    merge_diff,
+    plain_fields,
+)
 from faststate._protocol import ERRORS_SIGNAL, VIEWERS_SIGNAL, Dialect, dump_json, get_protocol
 
 if TYPE_CHECKING:
@@ -28,6 +51,10 @@ if TYPE_CHECKING:
 _getattribute: Final = object.__getattribute__
 _MUTABLE: Final = (list, dict, set, bytearray, BaseModel)
 _MISSING: Final = object()
+_IMMUTABLE: Final = frozenset(
+    {int, float, complex, bool, str, bytes, type(None), Decimal, date, datetime, time}
+    | {timedelta, uuid.UUID}
+)
 
 
 def _private_of(state: object) -> dict[str, Any] | None:
@@ -100,6 +127,56 @@ def bindable_fields(cls: type[BaseModel]) -> frozenset[str]:
     )
 
 
+@cache
+def shallow_copied_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Fields whose rollback copy may be shallow: one container of immutable values.
+
+    ``list[int]``, ``dict[str, int]``, ``set[str]``, optional or constrained:
+    an event can change such a value only at its own level (append, pop,
+    item assignment), so ``list(value)`` keeps the pre-event value exactly,
+    for a fraction of ``copy.deepcopy``'s cost on a large collection.  A
+    ``list[list[int]]`` or ``list[Model]`` can change inside its items, and
+    ``Any`` or a bare ``list`` can hold anything: those stay deep.
+
+    The declared type is trusted: pydantic validated what came in, and
+    ``mypy`` checks what events put in.
+    """
+    return frozenset(
+        name
+        for name, info in cls.__pydantic_fields__.items()
+        if inert(info.metadata) and all_of(info.annotation, _copied_by_one_level)
+    )
+
+
+def _copied_by_one_level(kind: Any) -> bool:
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (list, set) and len(args) == 1:
+        return all_of(args[0], _immutable)
+    if origin is dict and len(args) == 2:
+        return all_of(args[0], _immutable) and all_of(args[1], _immutable)
+    return _immutable(kind)
+
+
+def _immutable(kind: Any) -> bool:
+    if kind in _IMMUTABLE or (isinstance(kind, type) and issubclass(kind, Enum)):
+        return True
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Literal:
+        return all(type(value) in _IMMUTABLE or isinstance(value, Enum) for value in args)
+    if origin is frozenset and len(args) == 1:
+        return all_of(args[0], _immutable)
+    # A bare tuple (or typing.Tuple) has no arguments and may hold anything.
+    if origin is tuple and args:
+        return all(arg is Ellipsis or all_of(arg, _immutable) for arg in args)
+    return False
+
+
+def _rollback_copy(cls: type[BaseModel], name: str, value: Any) -> Any:
+    if name in shallow_copied_fields(cls):
+        return copy.copy(value)
+    return copy.deepcopy(value)
+
+
 class ReadOnlyState(AttributeError):
     """A resolved instance was assigned to outside an event or ``mutate``."""
 
@@ -116,13 +193,13 @@ class Tracker:
         self.computed_before = computed_before
 
     def remember(self, state: ReactiveState, name: str, value: Any, deep: bool) -> None:
-        saved = copy.deepcopy(value) if deep else value
-        dumped = None
         cls = type(state)
-        if name in plain_fields(cls) and is_plain(value):
+        saved = _rollback_copy(cls, name, value) if deep else value
+        dumped = None
+        if name in plain_fields(cls) and is_plain(value):  # the common case, without a call
             dumped = {name: "" if value is None else value}
         elif name in cls.__pydantic_fields__:
-            dumped = dump_public(state, {name})
+            dumped = dump_fields(state, {name: value}, {name})
         # A page rendering this instance from another thread may read the
         # same field while a sync event runs; whichever copy is complete
         # first was taken before the event changed anything, so it wins.

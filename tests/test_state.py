@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any, Literal, Optional
 
 import pytest
-from pydantic import BaseModel, PrivateAttr, computed_field
+from pydantic import AfterValidator, BaseModel, PrivateAttr, computed_field
 from sqlmodel import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 
 from faststate import (
+    Bindable,
     MemoryStore,
     ReactiveState,
     RedisStore,
@@ -27,6 +31,7 @@ from faststate._state import (
     end_tracking,
     public_state,
     rollback,
+    shallow_copied_fields,
 )
 from faststate.testing import fire
 from tests.apps import Counter, state_app
@@ -226,6 +231,157 @@ def test_base_class_adds_only_id_as_public_field() -> None:
 )
 def test_merge_diff_is_rfc7396(old: Any, new: Any, patch: Any) -> None:
     assert merge_diff(old, new) == patch
+
+
+# --- rollback copies of collections --------------------------------------------------------
+
+
+class Color(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Collections(ReactiveState):
+    """Fields whose rollback copy is shallow, then fields whose copy must stay deep."""
+
+    numbers: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    scores: dict[str, int] = Field(default_factory=lambda: {"a": 1, "b": 2})
+    labels: set[str] = Field(default_factory=lambda: {"x", "y"})
+    pairs: list[tuple[int, tuple[str, ...]]] = Field(default_factory=lambda: [(1, ("a", "b"))])
+    maybe: list[int] | None = Field(default_factory=lambda: [1])
+    colors: list[Color] = Field(default_factory=lambda: [Color.RED])
+
+    models: list[Address] = Field(default_factory=lambda: [Address()])
+    grid: list[list[int]] = Field(default_factory=lambda: [[1], [2]])
+    nested: dict[str, list[int]] = Field(default_factory=lambda: {"a": [1]})
+    anything: list[Any] = Field(default_factory=lambda: [[1], {"k": 1}])
+    bare: list = Field(default_factory=lambda: [[1]])  # type: ignore[type-arg]
+
+
+# The id too: a string is never copied, reading it records nothing.
+SHALLOW = {"id", "numbers", "scores", "labels", "pairs", "maybe", "colors"}
+
+
+def test_rollback_copy_is_shallow_only_for_one_container_of_immutable_values() -> None:
+    assert shallow_copied_fields(Collections) == SHALLOW
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.numbers.append(4),
+        lambda s: s.numbers.pop(),
+        lambda s: s.numbers.__setitem__(0, 9),
+        lambda s: s.numbers.sort(reverse=True),
+        lambda s: s.numbers.clear(),
+        lambda s: s.scores.__setitem__("a", 5),
+        lambda s: s.scores.pop("b"),
+        lambda s: s.scores.update(c=3),
+        lambda s: s.labels.add("z"),
+        lambda s: s.labels.discard("x"),
+        lambda s: s.pairs.append((2, ("c",))),
+        lambda s: s.pairs.__setitem__(0, (1, ("a",))),
+        lambda s: s.maybe.append(2),
+        lambda s: s.colors.append(Color.BLUE),
+        # Deep: what changes is inside an item.
+        lambda s: setattr(s.models[0], "city", "Lyon"),
+        lambda s: s.grid[0].append(9),
+        lambda s: s.nested["a"].append(9),
+        lambda s: s.anything[0].append(9),
+        lambda s: s.anything[1].__setitem__("k", 2),
+        lambda s: s.bare[0].append(9),
+        # Several changes to one field, and to several fields.
+        lambda s: (s.numbers.append(4), s.numbers.remove(1), s.grid[1].clear()),
+    ],
+    ids=[
+        "numbers.append",
+        "numbers.pop",
+        "numbers[0]=",
+        "numbers.sort",
+        "numbers.clear",
+        "scores[a]=",
+        "scores.pop",
+        "scores.update",
+        "labels.add",
+        "labels.discard",
+        "pairs.append",
+        "pairs[0]=",
+        "maybe.append",
+        "colors.append",
+        "models[0].city=",
+        "grid[0].append",
+        "nested[a].append",
+        "anything[0].append",
+        "anything[1][k]=",
+        "bare[0].append",
+        "several",
+    ],
+)
+def test_rollback_after_change_in_place_restores_the_exact_pre_event_value(
+    change: Callable[[Any], Any],
+) -> None:
+    state = Collections()
+    before = copy.deepcopy(state.__dict__)
+    tracker = begin_tracking(state)
+    change(state)
+    end_tracking(state)
+    assert state.__dict__ != before  # the change did change something
+    rollback(state, tracker)
+    assert state.__dict__ == before
+
+
+def test_a_rolled_back_collection_stays_rolled_back_after_the_next_event() -> None:
+    # The saved copy becomes the field's value: the next event must copy it
+    # again rather than share it with what was saved.
+    state = Collections()
+    for _ in range(2):
+        tracker = begin_tracking(state)
+        state.numbers.append(4)
+        end_tracking(state)
+        rollback(state, tracker)
+    assert state.numbers == [1, 2, 3]
+
+
+class Item(BaseModel):
+    name: str = ""
+
+
+def _keep(value: list[int]) -> list[int]:
+    return value
+
+
+class Tricky(ReactiveState):
+    optional: Optional[list[int]] = None  # noqa: UP045 (the spelling is what is tested)
+    union: list[int] | None = None
+    constrained: Annotated[list[int], Field(min_length=0)] = Field(default_factory=list)
+    bindable: Bindable[list[str]] = Field(default_factory=list)
+    literals: list[Literal["a", "b"]] = Field(default_factory=list)
+    frozen: dict[frozenset[str], tuple[int, ...]] = Field(default_factory=dict)
+    floats: list[float] = Field(default_factory=list)
+    nullable_items: set[int | None] = Field(default_factory=set)
+    # Deep: what the declared type does not pin down.
+    any_field: Any = None
+    any_items: list[Any] = Field(default_factory=list)
+    bare_tuples: list[tuple] = Field(default_factory=list)  # type: ignore[type-arg]
+    validated: Annotated[list[int], AfterValidator(_keep)] = Field(default_factory=list)
+    either: list[int] | list[list[int]] = Field(default_factory=list)
+    models: list[Item] = Field(default_factory=list)
+    dicts: list[dict[str, int]] = Field(default_factory=list)
+    model: Item = Field(default_factory=Item)
+
+
+def test_rollback_copy_decision_for_tricky_annotations() -> None:
+    assert shallow_copied_fields(Tricky) == {
+        "id",
+        "optional",
+        "union",
+        "constrained",
+        "bindable",
+        "literals",
+        "frozen",
+        "floats",
+        "nullable_items",
+    }
 
 
 # --- read-only outside events ---------------------------------------------------------------
