@@ -10,6 +10,7 @@ The page is built with FastHTML's components (any HTML works).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -32,7 +33,8 @@ from fasthtml.common import (
     Title,
     to_xml,
 )
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from faststate import (
     Bindable,
@@ -51,9 +53,16 @@ from faststate import (
 from faststate.fastapi import UseState
 from faststate.fasthtml import datastar_script
 
+
+def an_address(value: str) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        # A custom error: its message is what the page shows, word for word.
+        raise PydanticCustomError("email", "enter an address like ada@example.com")
+    return value
+
+
 Email = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    str, StringConstraints(strip_whitespace=True, to_lower=True), AfterValidator(an_address)
 ]
 
 STYLE = """
