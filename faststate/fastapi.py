@@ -43,7 +43,7 @@ def UseState(cls: type[S], *, key: str | None = None) -> Any:
     ``use_state``: ``key`` for COMPONENT and RECORD, else ``component_id``,
     ``record_id`` or ``id`` from the path, then the query; 400, 401 and 403
     as ``HTTPException``.  Use it as ``Annotated[Counter, UseState(Counter)]``
-    or as a default, ``counter: Counter = UseState(Counter)``.
+    (or as a default, ``counter: Counter = UseState(Counter)``, like ``Depends``).
     """
 
     async def use_state(request: HTTPConnection) -> S:
