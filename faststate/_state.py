@@ -11,6 +11,7 @@ it may be changed in place.  Untouched fields cost nothing.
 from __future__ import annotations
 
 import copy
+import html
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -279,6 +280,14 @@ class ReactiveState(SQLModel):
         from fasthtml.components import ft_hx
 
         return ft_hx("div", **signal_attributes(self))
+
+    def __html__(self) -> str:
+        """The element of ``__ft__`` as HTML, for templates that escape (``{{ counter }}``
+        in Jinja2 gives the element, not the escaped repr).  FastHTML asks ``__ft__`` first."""
+        attributes = " ".join(
+            f'{name}="{html.escape(value)}"' for name, value in signal_attributes(self).items()
+        )
+        return f"<div {attributes}></div>"
 
 
 def placement(state: ReactiveState) -> Placement | None:

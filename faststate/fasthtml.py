@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from fastcore.xml import FT
 from fasthtml.common import FastHTML, Script
 
 from faststate._app import StateApp
+from faststate._clients import DATASTAR_BETA_SRC, DATASTAR_V1_SRC, datastar_src
 from faststate._middleware import FastStateMiddleware
 
-DATASTAR_V1_SRC: Final = (
-    "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.1/bundles/datastar.js"
-)
-DATASTAR_BETA_SRC: Final = (
-    "https://cdn.jsdelivr.net/gh/starfederation/datastar@v1.0.0-beta.11/bundles/datastar.js"
-)
+__all__ = ["DATASTAR_BETA_SRC", "DATASTAR_V1_SRC", "FastStateHTML", "datastar_script"]
 
 
 def datastar_script(src: str | None = None, protocol: Literal["v1", "beta"] = "v1") -> FT:
@@ -24,9 +20,7 @@ def datastar_script(src: str | None = None, protocol: Literal["v1", "beta"] = "v
     By default from the public CDN, in the version matching ``protocol``;
     ``src`` points it elsewhere (a self-hosted copy).
     """
-    if src is None:
-        src = DATASTAR_BETA_SRC if protocol == "beta" else DATASTAR_V1_SRC
-    return Script(type="module", src=src)
+    return Script(type="module", src=datastar_src(protocol) if src is None else src)
 
 
 class FastStateHTML(StateApp, FastHTML):  # type: ignore[misc]

@@ -137,3 +137,18 @@ def test_redis_and_sql_load_when_used() -> None:
     modules = _imported_after("from faststate import RedisStore, SQLPersistence")
     assert "redis.asyncio" in modules
     assert "faststate._persistence" in modules
+
+
+def test_import_faststate_loads_neither_jinja2_nor_fastapi() -> None:
+    """Extras (``faststate[jinja]``, ``faststate[fastapi]``): only their modules load them."""
+    modules = _imported_after("import faststate")
+    for optional in (
+        "jinja2",
+        "markupsafe",
+        "fastapi",
+        "faststate.templating",
+        "faststate.fastapi",
+    ):
+        assert optional not in modules
+    assert "jinja2" in _imported_after("import faststate.templating")
+    assert "fastapi" in _imported_after("import faststate.fastapi")

@@ -255,6 +255,10 @@ class RedisStore(StateStore):
             async with asyncio.timeout_at(deadline):
                 while True:
                     sent = loop.time()
+                    if sent >= deadline:
+                        # Checked here too: a cancellation that reached the
+                        # client mid-command may have been swallowed by it.
+                        raise TimeoutError
                     if await lock.acquire(blocking=False, token=token):
                         return _RenewedLease(self, lock, token.encode(), sent)
                     await asyncio.sleep(poll)
