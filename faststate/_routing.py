@@ -37,7 +37,7 @@ from faststate._resolve import address_for, authorize, registration_for
 from faststate._runtime import Runtime
 from faststate._state import ReactiveState
 from faststate._stores.base import StaleState, StoreUnavailable
-from faststate._transaction import OutOfOrder, Transaction
+from faststate._transaction import RUNNING, OutOfOrder, Transaction
 
 logger = logging.getLogger("faststate")
 
@@ -94,19 +94,20 @@ async def handle_event(request: Request, registration: Registration, spec: Event
         others.append((name, other))
     kwargs, errors = spec.bind(request, values)
     bound, field_errors = bound_values(registration.cls, address.namespace, values)
-    errors += field_errors
+    if field_errors:
+        errors += field_errors
     if errors:  # the event does not run; the page says why
         return SSEResponse(refusal(address, messages_of(errors)))
     run = EventRun(
-        runtime=context.runtime,
-        address=address,
-        spec=spec,
-        kwargs=kwargs,
-        bound=bound,
-        typed=values.get(address.namespace) if bound else None,
-        clear_errors=errors_shown(values, address.namespace),
-        others=others,
-        page=_page_of(values),
+        runtime,
+        address,
+        spec,
+        kwargs,
+        bound,
+        values.get(address.namespace) if bound else None,
+        errors_shown(values, address.namespace),
+        others,
+        _page_of(values),
     )
     try:
         if spec.kind in ("generator", "async_generator"):
@@ -146,7 +147,6 @@ class EventRun:
 
     def __init__(
         self,
-        *,
         runtime: Runtime,
         address: Address,
         spec: EventSpec,
@@ -168,7 +168,7 @@ class EventRun:
         #: The page shows errors of this instance, which an accepted event clears.
         self.clear_errors = clear_errors
         #: State parameters: their names and the instances they receive.
-        self.others = list(others)
+        self.others = others
         #: The page that sent the event, whose live stream need not repeat it.
         self.page = page
 
@@ -207,15 +207,19 @@ class EventRun:
         async with Transaction(self.runtime, self._addresses(joined)) as tx:
             state = tx.states[0]
             try:
-                self._apply_bound(state)
-                kwargs = self._arguments(tx)
-                with tx.running():
+                if self.bound:
+                    self._apply_bound(state)
+                kwargs = self._arguments(tx) if self.others else self.kwargs
+                token = RUNNING.set(tx)  # mutate and use_state in the method join tx
+                try:
                     if spec.kind == "async":
                         result = await spec.func(state, **kwargs)
                     elif spec.thread:
                         result = await to_thread.run_sync(partial(spec.func, state, **kwargs))
                     else:
                         result = spec.func(state, **kwargs)
+                finally:
+                    RUNNING.reset(token)
                 outcome = self._results(result)
                 patches = self._for_caller(tx, tx.finish())
                 # Written before the commit: what cannot be sent is not kept.
@@ -276,6 +280,8 @@ class EventRun:
         emptied the input, or the field's type normalised what was typed);
         errors the page shows are cleared.
         """
+        if len(patches) == 1 and not (first and (self.bound or self.clear_errors)):
+            return {self.address.namespace: patches[0]} if patches[0] else {}
         answer: dict[str, dict[str, Any]] = {}
         for position, patch in enumerate(patches):
             if position == 0 and first:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from anyio import CancelScope
 
@@ -28,6 +28,7 @@ from faststate._collections import (
     flush_streams,
     guard_streams,
     open_streams,
+    stream_fields,
     stream_resets,
 )
 from faststate._diff import compose_patches
@@ -57,12 +58,12 @@ logger = logging.getLogger("faststate")
 
 #: The transaction whose code (an event's method, a ``mutate`` block) is running
 #: in this context: ``mutate`` and ``use_state`` there join it.
-_running: ContextVar[Transaction | None] = ContextVar("faststate_transaction", default=None)
+RUNNING: ContextVar[Transaction | None] = ContextVar("faststate_transaction", default=None)
 
 
 def running() -> Transaction | None:
     """The transaction whose code is running here, if any."""
-    return _running.get()
+    return RUNNING.get()
 
 
 class _Running:
@@ -75,10 +76,10 @@ class _Running:
         self.transaction = transaction
 
     def __enter__(self) -> None:
-        self.token = _running.set(self.transaction)
+        self.token = RUNNING.set(self.transaction)
 
     def __exit__(self, *exc_info: object) -> None:
-        _running.reset(self.token)
+        RUNNING.reset(self.token)
 
 
 class OutOfOrder(Exception):
@@ -144,6 +145,12 @@ def persistence_for(runtime: Runtime, registration: Registration) -> SQLPersiste
             "add FastStateMiddleware(persistence=SQLPersistence(url))"
         )
     return runtime.persistence
+
+
+#: What a single instance without stream fields holds of stream bookkeeping (never
+#: changed: a transaction that joins another instance replaces them with lists of its own).
+_NO_STREAMS: Final[list[list[Stream[Any]]]] = [[]]
+_NOTHING_STREAMED: Final[list[list[ElementPatch]]] = [[]]
 
 
 def _place(state: ReactiveState, address: Address) -> None:
@@ -221,8 +228,12 @@ class Transaction:
             self.states = [state]
             self._trackers = [begin_tracking(state)]
             self._shown = [{}]
-            self._streams = [open_streams(state, address.namespace, address.protocol)]
-            self._streamed = [[]]
+            if stream_fields(type(state)):
+                self._streams = [open_streams(state, address.namespace, address.protocol)]
+                self._streamed = [[]]
+            else:  # the usual class: no stream bookkeeping at all
+                self._streams = _NO_STREAMS
+                self._streamed = _NOTHING_STREAMED
             return self
         order = sorted(addresses, key=_by_key)
         try:
@@ -287,6 +298,8 @@ class Transaction:
         self.states.append(state)
         self._trackers.append(begin_tracking(state))
         self._shown.append({})
+        if self._streams is _NO_STREAMS:  # the shared empty ones: lists of its own now
+            self._streams, self._streamed = [[]], [[]]
         self._streams.append(open_streams(state, address.namespace, address.protocol))
         self._streamed.append([])
         return state
@@ -332,10 +345,12 @@ class Transaction:
             address, state = self.addresses[0], self.states[0]
             await store.save(address.key, state, runtime.ttl_for(address.registration.config))
             self._done = True
-            close_streams(self._streams[0], keep=True)
+            streamed = self._streamed[0]
+            if streamed or self._streams[0]:
+                close_streams(self._streams[0], keep=True)
             if runtime.broker.reaches(address.key):
                 version = stored_version(state)
-                shared = (*self._streamed[0], *elements)
+                shared = (*streamed, *elements) if streamed else tuple(elements)
                 change = Change(address.key, version, self._shown[0], shared, origin=origin)
                 await runtime.broker.publish(change)
             return
@@ -444,12 +459,13 @@ class Transaction:
     def finish(self) -> list[dict[str, Any]]:
         """Stop tracking; what changed since the last step, per instance (and, in
         ``streamed()``, the element patches of what stream fields did)."""
-        self._flushed = []
-        for position, streams in enumerate(self._streams):
-            if streams:
-                flushed = flush_streams(streams)
-                self._streamed[position].extend(flushed)
-                self._flushed.extend(flushed)
+        if self._streams is not _NO_STREAMS:
+            self._flushed = []
+            for position, streams in enumerate(self._streams):
+                if streams:
+                    flushed = flush_streams(streams)
+                    self._streamed[position].extend(flushed)
+                    self._flushed.extend(flushed)
         if len(self.states) == 1:
             state = self.states[0]
             end_tracking(state)
