@@ -257,6 +257,42 @@ def test_declared_content_length_over_limit_is_413_before_reading() -> None:
         assert state_of(client)["count"] == 0
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"1_0", b" 2", b"-1"])
+async def test_a_content_length_that_is_no_number_is_400(length: bytes) -> None:
+    """Latin-1 "²" passes str.isdigit but not int(): still a clear 400, never a 500."""
+    app = starlette_app()
+    messages: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"t"),
+            (b"datastar-request", b"true"),
+            (b"sec-fetch-site", b"same-origin"),
+            (b"content-type", b"application/json"),
+            (b"content-length", length),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    assert messages[0]["status"] == 400
+
+
 async def chunks(total: int, size: int = 64) -> AsyncIterator[bytes]:
     sent = 0
     yield b'{"pad": "'
