@@ -388,35 +388,10 @@ def over_http(seconds: int) -> dict[str, float | None]:
     rounds = 2 if seconds >= 5 else 1
     for _ in range(rounds):
         for name in ("faststate", "handwritten"):
-            port = _free_port()
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--app-dir",
-                    str(HERE),
-                    f"serve:{name}",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-            )
+            server, base = _serve(name)
             try:
-                base = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        response = httpx.get(base + "/", timeout=1)
-                        break
-                    except httpx.TransportError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)
                 cookie = (
-                    response.headers.get("set-cookie", "").split(";", 1)[0]
+                    httpx.get(base + "/").headers.get("set-cookie", "").split(";", 1)[0]
                     if name == "faststate"
                     else apps.handwritten_cookie()
                 )

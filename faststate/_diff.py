@@ -36,19 +36,22 @@ def plain_fields(cls: type[BaseModel]) -> frozenset[str]:
     For those, a plain value (``is_plain``) is its own JSON form, which
     spares a serializer call per touched field on every event.
     """
-    decorators = cls.__pydantic_decorators__
-    if decorators.model_serializers:
+    if cls.__pydantic_decorators__.model_serializers:
         return frozenset()
-    customised = {
-        name
-        for decorator in decorators.field_serializers.values()
-        for name in decorator.info.fields
-    }
+    customised = _with_field_serializers(cls)
     return frozenset(
         name
         for name, info in cls.__pydantic_fields__.items()
         if info.exclude is not True and not info.metadata and name not in customised
     )
+
+
+def _with_field_serializers(cls: type[BaseModel]) -> set[str]:
+    return {
+        name
+        for decorator in cls.__pydantic_decorators__.field_serializers.values()
+        for name in decorator.info.fields
+    }
 
 
 def alternatives(annotation: Any) -> tuple[Any, ...] | None:
@@ -91,14 +94,9 @@ def _serialised_as_declared(cls: type[BaseModel]) -> frozenset[str]:
     No serializer of the model or of the field, no metadata that may replace
     values, not excluded (always or sometimes).
     """
-    decorators = cls.__pydantic_decorators__
-    if decorators.model_serializers or cls.model_config.get("json_encoders"):
+    if cls.__pydantic_decorators__.model_serializers or cls.model_config.get("json_encoders"):
         return frozenset()
-    customised = {
-        name
-        for decorator in decorators.field_serializers.values()
-        for name in decorator.info.fields
-    }
+    customised = _with_field_serializers(cls)
     return frozenset(
         name
         for name, info in cls.__pydantic_fields__.items()

@@ -193,13 +193,18 @@ async def guard_asgi(
     if isinstance(values, Refusal):
         return values
     scope[VALUES_KEY] = values
+    return replaying(raw, receive)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` giving the app ``body`` (already read here) as the whole request."""
     replayed = False
 
     async def replay() -> Message:
         nonlocal replayed
         if not replayed:
             replayed = True
-            return {"type": "http.request", "body": raw, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
     return replay

@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from faststate._errors import GENERAL, BindError
 from faststate._guards import (
@@ -42,6 +42,7 @@ from faststate._guards import (
     check_event_request,
     guard_asgi,
     media_type,
+    replaying,
 )
 
 #: Where an upload event's request keeps its files (an ``Uploads``).
@@ -361,16 +362,7 @@ def _replay_form(scope: Scope, receive: Receive, fields: FormFields) -> Receive:
         (b"content-type", b"application/x-www-form-urlencoded"),
         (b"content-length", str(len(body)).encode()),
     ]
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+    return replaying(body, receive)
 
 
 def bind_uploads(
