@@ -92,11 +92,16 @@ class OutOfOrder(Exception):
         self.address = address
 
 
-async def load(runtime: Runtime, address: Address) -> ReactiveState:
-    """The stored instance; else its durable copy; else a new one.  Placed at ``address``."""
+async def load(runtime: Runtime, address: Address, lease: Lease | None = None) -> ReactiveState:
+    """The stored instance; else its durable copy; else a new one.  Placed at ``address``.
+
+    ``lease``: this caller holds the instance's lock (the store may have read it then)."""
     cls = address.registration.cls
     store = runtime.store
-    state = await store.load(address.key, cls)
+    if lease is None:
+        state = await store.load(address.key, cls)
+    else:
+        state = await store.load_held(address.key, cls, lease)
     if state is None:
         persistence = persistence_for(runtime, address.registration)
         stored = await persistence.load(address.key, cls) if persistence else None
@@ -219,9 +224,10 @@ class Transaction:
         if len(addresses) == 1:  # the common event, in as few steps as it takes
             address = addresses[0]
             lock = store.lock(address.key)
-            self._held.append((lock, await lock.__aenter__(), address.key))
+            lease = await lock.__aenter__()
+            self._held.append((lock, lease, address.key))
             try:
-                state = await load(runtime, address)
+                state = await load(runtime, address, lease)
             except BaseException as exc:
                 await self._release(type(exc), exc, exc.__traceback__)
                 raise
@@ -240,8 +246,9 @@ class Transaction:
             for address in order:
                 lock = store.lock(address.key)
                 self._held.append((lock, await lock.__aenter__(), address.key))
+            leases = {key: lease for _, lease, key in self._held}
             for address in addresses:
-                self.states.append(await load(runtime, address))
+                self.states.append(await load(runtime, address, leases[address.key]))
         except BaseException as exc:
             await self._release(type(exc), exc, exc.__traceback__)
             raise
@@ -292,8 +299,9 @@ class Transaction:
         if any(address.key <= key for _, _, key in self._held):
             raise OutOfOrder(address)
         lock = self.runtime.store.lock(address.key)
-        self._held.append((lock, await lock.__aenter__(), address.key))
-        state = await load(self.runtime, address)
+        lease = await lock.__aenter__()
+        self._held.append((lock, lease, address.key))
+        state = await load(self.runtime, address, lease)
         self.addresses.append(address)
         self.states.append(state)
         self._trackers.append(begin_tracking(state))
@@ -342,17 +350,21 @@ class Transaction:
         if len(self.addresses) == 1 and not self.addresses[0].registration.config.auto_persist:
             # The common event: one instance, no database.  The same steps as
             # below without the bookkeeping they need for several.
+            # The store saves and publishes (a store sharing a server with the
+            # broker does both, and releases the lock, in one round trip).
             address, state = self.addresses[0], self.states[0]
-            await store.save(address.key, state, runtime.ttl_for(address.registration.config))
-            self._done = True
+            broker = runtime.broker
             streamed = self._streamed[0]
-            if streamed or self._streams[0]:
-                close_streams(self._streams[0], keep=True)
-            if runtime.broker.reaches(address.key):
-                version = stored_version(state)
+            change = None
+            if broker.reaches(address.key):
+                version = stored_version(state) + 1  # the version this save makes
                 shared = (*streamed, *elements) if streamed else tuple(elements)
                 change = Change(address.key, version, self._shown[0], shared, origin=origin)
-                await runtime.broker.publish(change)
+            ttl = runtime.ttl_for(address.registration.config)
+            await store.save_and_publish(address.key, state, ttl, self._held[0][1], broker, change)
+            self._done = True
+            if streamed or self._streams[0]:
+                close_streams(self._streams[0], keep=True)
             return
         ttls = [runtime.ttl_for(address.registration.config) for address in self.addresses]
         pending = await self._write_rows(ttls)

@@ -175,7 +175,7 @@ async def test_a_change_on_one_worker_reaches_a_page_opened_at_that_moment_on_an
     worker, or a change made in between never reaches the page."""
     import redis
 
-    redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+    redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")
     env = {"FASTSTATE_SECRET_KEY": SECRET, "FASTSTATE_REDIS_URL": redis_url}
     port_a, port_b = free_port(), free_port()
     workers = [start_example("global_board", port, env) for port in (port_a, port_b)]
@@ -204,4 +204,4 @@ async def test_a_change_on_one_worker_reaches_a_page_opened_at_that_moment_on_an
         for worker in workers:
             worker.terminate()
             worker.wait(10)
-        redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+        redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")

@@ -290,7 +290,7 @@ async def test_stream_on_one_worker_sees_a_change_made_on_another(
 ) -> None:
     import redis
 
-    redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+    redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")
     env = {"FASTSTATE_SECRET_KEY": SECRET, "FASTSTATE_REDIS_URL": redis_url}
     port_a, port_b = free_port(), free_port()
     worker_a = _start("global_board", port_a, env)
@@ -313,7 +313,7 @@ async def test_stream_on_one_worker_sees_a_change_made_on_another(
         for worker in (worker_a, worker_b):
             worker.terminate()
             worker.wait(10)
-        redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+        redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")
 
 
 def test_change_json_round_trip() -> None:

@@ -151,7 +151,7 @@ async def test_ttl_becomes_key_expiry(redis_prefix: str, redis_url: str) -> None
     await store.add("k", Tally(), ttl=0.3)
     assert await store.load("k", Tally) is not None
     client = redis.Redis.from_url(redis_url)
-    assert 0 < client.pttl(f"{redis_prefix}state:k") <= 300
+    assert 0 < client.pttl(f"{redis_prefix}state:{{k}}") <= 300
     client.close()
     await asyncio.sleep(0.45)
     assert await store.load("k", Tally) is None
@@ -162,7 +162,7 @@ async def test_record_that_no_longer_validates_is_replaced(
     redis_prefix: str, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.hset(f"{redis_prefix}state:k", mapping={"v": 7, "d": '{"fields": {"count": "NaN?"}}'})
+    client.hset(f"{redis_prefix}state:{{k}}", mapping={"v": 7, "d": '{"fields": {"count": "NaN?"}}'})
     client.close()
     store = RedisStore(redis_url, prefix=redis_prefix)
     assert await store.load("k", Tally) is None
@@ -266,7 +266,7 @@ async def test_use_state_replaces_a_record_that_no_longer_validates(
     redis_prefix: str, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.hset(f"{redis_prefix}state:k", mapping={"v": 4, "d": '{"fields": {"count": []}}'})
+    client.hset(f"{redis_prefix}state:{{k}}", mapping={"v": 4, "d": '{"fields": {"count": []}}'})
     client.close()
     store = RedisStore(redis_url, prefix=redis_prefix)
     fresh = store.add_sync("k", Tally(), ttl=None)  # the path of use_state in sync handlers

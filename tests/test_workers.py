@@ -129,7 +129,7 @@ def test_two_servers_share_one_session_counter_through_redis(
 def test_workers_share_a_global_poll_hit_by_many_sessions(redis_url: str) -> None:
     import redis
 
-    redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+    redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")
     env = {"FASTSTATE_REDIS_URL": redis_url, "FASTSTATE_SECRET_KEY": "workers-test"}
     with uvicorn("global_board", env, workers=2) as base:
         statuses = asyncio.run(_hammer([base], 2000, 40, "/Poll/vote?choice=tea"))
@@ -138,13 +138,13 @@ def test_workers_share_a_global_poll_hit_by_many_sessions(redis_url: str) -> Non
             poll = page_signals(client)["Poll"]
         assert poll["votes"]["tea"] == 2000  # type: ignore[index]
         assert poll["total"] == 2000  # type: ignore[index]
-    redis.Redis.from_url(redis_url).delete("faststate:state:global:Poll")
+    redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")
 
 
 def _flush_session_keys(redis_url: str, cookie: dict[str, str]) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("faststate:state:session:CounterState:*"):
+    for key in client.scan_iter("faststate:state:{session:CounterState:*"):
         client.delete(key)
     client.close()

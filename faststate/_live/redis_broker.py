@@ -1,8 +1,13 @@
 """Redis pub/sub broker: changes reach the streams of every worker.
 
-Each change is also added to a capped Redis Stream per instance (the replay
-log), in the same round trip as its publication, so a page on any worker can
-be sent what it missed.
+Each change of a watched instance is also added to a capped Redis Stream per
+instance (the replay log), in the same script as its publication, so a page
+on any worker can be sent what it missed.  An instance is watched while its
+``watch`` key exists: every broker with a page of the instance sets it on
+subscribing and refreshes it while the page is open, and it expires
+``replay_window`` seconds after the last refresh; changes of unwatched
+instances are neither logged nor published.  On a Redis Cluster the broker
+uses sharded pub/sub, one connection per node that owns a watched instance.
 """
 
 from __future__ import annotations
@@ -27,12 +32,38 @@ from faststate._live.broker import (
     message_from_json,
     missed,
 )
+from faststate._redis import (
+    PUBLISH_LUA,
+    Publication,
+    RedisKeys,
+    Server,
+    bounded,
+    run_script,
+    script_sha,
+)
 
 logger = logging.getLogger("faststate")
 
+# KEYS: log, watch; ARGV: the publication (PUBLISH_LUA).
+_PUBLISH = PUBLISH_LUA + "return publish(1, 1)\n"
+_PUBLISH_SHA = script_sha(_PUBLISH)
+
+
+class _Feed:
+    """One subscription connection (to the server, or to one node of a cluster)."""
+
+    __slots__ = ("client", "name", "pubsub", "reader")
+
+    def __init__(self, name: str, client: Any) -> None:
+        self.name = name
+        self.client = client
+        self.pubsub: Any = client.pubsub()
+        self.reader: asyncio.Task[None] | None = None
+
 
 class RedisBroker(Broker):
-    """Redis pub/sub: one channel per instance key, one connection per process.
+    """Redis pub/sub: one channel per instance key, one connection per process
+    (per node of a cluster, with sharded pub/sub).
 
     Every delivery, this worker's own included, goes through Redis, so all
     pages see changes in the order Redis does.  A subscription counts once
@@ -46,7 +77,7 @@ class RedisBroker(Broker):
     Publishing uses at most ``max_connections`` connections (the subscription
     takes one of them); beyond that a publish queues for up to
     ``pool_timeout`` seconds instead of failing.  ``socket_timeout`` bounds
-    each command, so a publish to a stalled Redis cannot hold an event.
+    each round trip, so a publish to a stalled Redis cannot hold an event.
     """
 
     def __init__(
@@ -54,6 +85,7 @@ class RedisBroker(Broker):
         url: str,
         *,
         prefix: str = "faststate:",
+        cluster: bool | None = None,
         max_connections: int = 50,
         pool_timeout: float = 5.0,
         socket_timeout: float = 5.0,
@@ -61,31 +93,48 @@ class RedisBroker(Broker):
         replay_window: float = REPLAY_WINDOW,
     ) -> None:
         super().__init__()
+        self.server = Server.of(url, cluster)
         self.url = url
         self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.replay_size = replay_size
         self.replay_window = replay_window
         self.socket_timeout = socket_timeout
-        self._redis = redis.asyncio.Redis.from_pool(
-            redis.asyncio.BlockingConnectionPool.from_url(
-                url,
-                max_connections=max_connections,
-                timeout=pool_timeout,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-            )
+        self.max_connections = max_connections
+        self._redis: Any = self.server.async_client(
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            connect_timeout=socket_timeout,
         )
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
+        self._command = "SPUBLISH" if self.server.cluster else "PUBLISH"
+        self._feeds: dict[str, _Feed] = {}
+        #: Per subscribed key: the feed it is subscribed on.
+        self._feed_of: dict[str, _Feed] = {}
         self._lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
         #: Per subscribed channel: set once Redis confirmed the subscription.
         self._confirmed: dict[str, asyncio.Event] = {}
 
     def _channel(self, key: str) -> str:
-        return f"{self.prefix}push:{key}"
+        return self.keys.channel(key)
 
     def _log(self, key: str) -> str:
-        return f"{self.prefix}log:{key}"
+        return self.keys.log(key)
+
+    def shares(self, server: Server, keys: RedisKeys) -> bool:
+        """Whether a store on ``server`` with ``keys`` may publish this broker's changes
+        in its own scripts (same Redis, same key names)."""
+        return server == self.server and keys.prefix == self.keys.prefix
+
+    def publication(self, change: Change) -> Publication:
+        """The publication of ``change`` as the store's save script makes it."""
+        return Publication(
+            change.to_json(),
+            self._channel(change.key),
+            max(0, self.replay_size),
+            int(self.replay_window * 1000),
+            self._command,
+        )
 
     async def subscribe(self, key: str, subscriber: Subscriber) -> None:
         first = key not in self._subscribers
@@ -93,15 +142,29 @@ class RedisBroker(Broker):
         channel = self._channel(key)
         if first:
             confirmed = self._confirmed[channel] = asyncio.Event()
+            try:
+                # Watched before subscribed: every save from now on is published,
+                # and the stream loads only once the subscription is confirmed.
+                await bounded(self._watch([key]), self.socket_timeout)
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("faststate: cannot watch %s: %s", key, exc)
             async with self._lock:
-                if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub()
+                feed: _Feed | None = None
                 try:
-                    await self._pubsub.subscribe(channel)
-                except RedisError as exc:
+                    feed = await bounded(self._feed_for(channel), self.socket_timeout)
+                    self._feed_of[key] = feed
+                    await bounded(self._subscribe(feed, channel), self.socket_timeout)
+                except (RedisError, OSError, TimeoutError) as exc:
                     logger.warning("faststate: cannot subscribe to %s: %s", key, exc)
-                if self._reader is None or self._reader.done():
-                    self._reader = asyncio.create_task(self._read(), name="faststate-redis-broker")
+                if feed is not None and (feed.reader is None or feed.reader.done()):
+                    # Started after the subscription: one coroutine at a time uses it.
+                    feed.reader = asyncio.create_task(
+                        self._read(feed), name="faststate-redis-broker"
+                    )
+                if self._watcher is None or self._watcher.done():
+                    self._watcher = asyncio.create_task(
+                        self._keep_watching(), name="faststate-redis-watch"
+                    )
         confirmed = self._confirmed.get(channel) or asyncio.Event()
         try:
             async with asyncio.timeout(self.socket_timeout):
@@ -109,13 +172,63 @@ class RedisBroker(Broker):
         except TimeoutError:
             subscriber(None)  # not confirmed in time: what it missed, it reloads
 
+    async def _feed_for(self, channel: str) -> _Feed:
+        """The feed a channel is read from: the server's, or its node's on a cluster."""
+        if not self.server.cluster:
+            name, client = "", self._redis
+        else:
+            await self._redis.initialize()
+            node = self._redis.get_node_from_key(channel)
+            name = node.name
+            if name in self._feeds:
+                return self._feeds[name]
+            client = redis.asyncio.Redis(
+                host=node.host, port=node.port, socket_connect_timeout=self.socket_timeout
+            )
+        feed = self._feeds.get(name)
+        if feed is None:
+            feed = self._feeds[name] = _Feed(name, client)
+        return feed
+
+    async def _subscribe(self, feed: _Feed, *channels: str) -> None:
+        if self.server.cluster:
+            for channel in channels:  # one SSUBSCRIBE per slot
+                await feed.pubsub.ssubscribe(channel)
+        elif channels:
+            await feed.pubsub.subscribe(*channels)
+
+    async def _watch(self, keys: list[str]) -> None:
+        """Mark ``keys`` as watched for the next ``replay_window`` seconds."""
+        window = max(1, int(self.replay_window * 1000))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(self.keys.watch(key), 1, px=window)
+            await pipe.execute()
+
+    async def _keep_watching(self) -> None:
+        """Refresh the watch keys of every subscribed instance, a few times per window."""
+        while self._subscribers:
+            await asyncio.sleep(max(0.05, self.replay_window / 4))
+            try:
+                await bounded(self._watch(list(self._subscribers)), self.socket_timeout)
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.debug("faststate: watch refresh failed: %s", exc)
+
     async def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
         await super().unsubscribe(key, subscriber)
-        if key not in self._subscribers and self._pubsub is not None:
-            self._confirmed.pop(self._channel(key), None)
+        feed = self._feed_of.get(key)
+        if key not in self._subscribers and feed is not None:
+            # The watch key stays until it expires: a page reconnecting within
+            # the replay window finds every change logged.
+            del self._feed_of[key]
+            channel = self._channel(key)
+            self._confirmed.pop(channel, None)
             # A failure means the connection is gone, and with it every subscription.
-            with contextlib.suppress(RedisError):
-                await self._pubsub.unsubscribe(self._channel(key))
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                if self.server.cluster:
+                    await bounded(feed.pubsub.sunsubscribe(channel), self.socket_timeout)
+                else:
+                    await bounded(feed.pubsub.unsubscribe(channel), self.socket_timeout)
 
     async def publish(self, change: Change) -> None:
         try:
@@ -125,65 +238,67 @@ class RedisBroker(Broker):
             # A pooled connection that died with a restarted Redis fails once;
             # a fresh one from the pool may well succeed.
             pass
-        except RedisError as exc:
+        except (RedisError, TimeoutError) as exc:
             logger.warning("faststate: could not publish %s: %s", change.key, exc)
             return
         try:
             await self._publish(change)
-        except RedisError as exc:
+        except (RedisError, TimeoutError) as exc:
             # The change is saved; pages catch up on their next message or reconnect.
             logger.warning("faststate: could not publish %s: %s", change.key, exc)
 
     async def publish_viewers(self, key: str) -> None:
         """Presence notices share the key's channel; a lost one is made up for
         by the next heartbeat's re-read."""
+        message = ViewersChanged(key).to_json()
         try:
-            await self._redis.publish(self._channel(key), ViewersChanged(key).to_json())
-        except RedisError as exc:
+            await bounded(
+                self._redis.execute_command(self._command, self._channel(key), message),
+                self.socket_timeout,
+            )
+        except (RedisError, TimeoutError) as exc:
             logger.warning("faststate: could not publish viewers of %s: %s", key, exc)
 
     async def _publish(self, change: Change) -> None:
-        message, log = change.to_json(), self._log(change.key)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if self.replay_size > 0:
-                pipe.xadd(log, {"c": message}, maxlen=self.replay_size, approximate=True)
-                pipe.pexpire(log, int(self.replay_window * 1000))
-            pipe.publish(self._channel(change.key), message)
-            await pipe.execute()
+        keys = [self._log(change.key), self.keys.watch(change.key)]
+        args = self.publication(change).args()
+        await bounded(
+            run_script(self._redis, _PUBLISH, _PUBLISH_SHA, keys, args), self.socket_timeout
+        )
 
     async def replay(self, key: str, after: int) -> list[Change] | None:
         if self.replay_size <= 0:
             return None
         try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(
-                self._log(key)
-            )  # type: ignore[assignment]
-        except RedisError as exc:
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await bounded(
+                self._redis.xrange(self._log(key)), self.socket_timeout
+            )
+        except (RedisError, TimeoutError) as exc:
             logger.warning("faststate: could not read the replay log of %s: %s", key, exc)
             return None
         return missed((Change.from_json(fields[b"c"]) for _, fields in entries), after)
 
-    async def _read(self) -> None:
-        prefix_length = len(self._channel(""))
+    async def _read(self, feed: _Feed) -> None:
         while True:
             try:
-                if not self._pubsub.subscribed:
-                    await self._resubscribe()
-                    if not self._pubsub.subscribed:
+                if not feed.pubsub.subscribed:
+                    await self._resubscribe(feed)
+                    if not feed.pubsub.subscribed:
                         await asyncio.sleep(0.2)
                         continue
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await feed.pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
-                if message.get("type") == "subscribe":
+                kind = message.get("type")
+                if kind in ("subscribe", "ssubscribe"):
                     confirmed = self._confirmed.get(message["channel"].decode())
                     if confirmed is not None:
                         confirmed.set()
                     continue
-                if message.get("type") != "message":
+                if kind not in ("message", "smessage"):
                     continue
                 change = message_from_json(message["data"])
-                if change.key == message["channel"].decode()[prefix_length:]:
+                if message["channel"].decode() == self._channel(change.key):
                     self._deliver(change)
             except asyncio.CancelledError:
                 raise
@@ -191,32 +306,41 @@ class RedisBroker(Broker):
                 logger.warning("faststate: push connection lost (%s); reconnecting", exc)
                 self._warn_all()
                 await asyncio.sleep(0.5)
-                await self._reset()
+                await self._reset(feed)
             except (ValueError, KeyError, TypeError) as exc:
                 logger.warning("faststate: ignored a malformed push message: %s", exc)
 
-    async def _reset(self) -> None:
+    async def _reset(self, feed: _Feed) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()
-        self._pubsub = self._redis.pubsub()
+            await feed.pubsub.aclose()
+        feed.pubsub = feed.client.pubsub()
 
-    async def _resubscribe(self) -> None:
-        channels = [self._channel(key) for key in self._subscribers]
-        if not channels:
+    async def _resubscribe(self, feed: _Feed) -> None:
+        keys = [key for key, of in self._feed_of.items() if of is feed]
+        if not keys:
             return
         try:
-            await self._pubsub.subscribe(*channels)
-        except (RedisError, OSError) as exc:
+            # Watched again first: Redis may have come back without its data.
+            await bounded(self._watch(keys), self.socket_timeout)
+            await bounded(
+                self._subscribe(feed, *(self._channel(key) for key in keys)), self.socket_timeout
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
             logger.debug("faststate: resubscribe failed: %s", exc)
-            await self._reset()
+            await self._reset(feed)
             return
         self._warn_all()  # whatever was published meanwhile is lost: resync
 
     async def aclose(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await self._reader
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for feed in self._feeds.values():
+            if feed.reader is not None:
+                feed.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                    await feed.reader
+            with contextlib.suppress(RedisError, OSError):
+                await feed.pubsub.aclose()
+            if feed.client is not self._redis:
+                await feed.client.aclose()
         await self._redis.aclose()

@@ -14,47 +14,47 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-import redis
-import redis.asyncio
-
 from faststate._live.presence import Seat, ViewerTable, labels_of
+from faststate._redis import RedisKeys, bounded
 
 
 class RedisViewers(ViewerTable):
-    """Seats in Redis, on the store's own connection pools."""
+    """Seats in Redis, on the store's own connection pools (a server's or a cluster's);
+    each round trip given at most ``timeout`` seconds."""
 
-    def __init__(self, client: redis.asyncio.Redis, sync: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: Any, sync: Any, keys: RedisKeys, timeout: float) -> None:
         self._redis = client
         self._sync = sync
-        self._prefix = prefix
+        self._keys = keys
+        self._timeout = timeout
 
     def _key(self, key: str) -> str:
-        return f"{self._prefix}viewers:{key}"
+        return self._keys.viewers(key)
 
     async def add(self, seat: Seat, ttl: float) -> None:
         await self.refresh((seat,), ttl)
 
     async def remove(self, seat: Seat) -> None:
-        await self._redis.zrem(self._key(seat.key), _member(seat))
+        await bounded(self._redis.zrem(self._key(seat.key), _member(seat)), self._timeout)
 
     async def refresh(self, seats: Collection[Seat], ttl: float) -> None:
         if not seats:
             return
         expiry = _now_ms() + int(ttl * 1000)
-        pipe = self._redis.pipeline(transaction=False)
-        for key in {seat.key for seat in seats}:
-            mine = {_member(s): expiry for s in seats if s.key == key}
-            pipe.zadd(self._key(key), mine)
-            pipe.pexpire(self._key(key), int(ttl * 1000))
-        await pipe.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in {seat.key for seat in seats}:
+                mine = {_member(s): expiry for s in seats if s.key == key}
+                pipe.zadd(self._key(key), mine)
+                pipe.pexpire(self._key(key), int(ttl * 1000))
+            await bounded(pipe.execute(), self._timeout)
 
     async def read(self, keys: Collection[str]) -> dict[str, list[str]]:
         now, ordered = _now_ms(), list(keys)
-        pipe = self._redis.pipeline(transaction=False)
-        for key in ordered:
-            pipe.zremrangebyscore(self._key(key), "-inf", now)
-            pipe.zrange(self._key(key), 0, -1)
-        answers = await pipe.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in ordered:
+                pipe.zremrangebyscore(self._key(key), "-inf", now)
+                pipe.zrange(self._key(key), 0, -1)
+            answers = await bounded(pipe.execute(), self._timeout)
         return {key: _labels(answers[2 * i + 1]) for i, key in enumerate(ordered)}
 
     def read_sync(self, key: str) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from faststate._live.broker import Broker, LocalBroker
+from faststate._live.broker import Broker, Change, LocalBroker
 from faststate._live.presence import LocalViewers, ViewerTable
 
 if TYPE_CHECKING:
@@ -64,6 +64,11 @@ class StateStore(ABC):
     @abstractmethod
     def load_sync(self, key: str, cls: type[S]) -> S | None: ...
 
+    async def load_held(self, key: str, cls: type[S], lease: Lease) -> S | None:
+        """``load`` by the holder of ``key``'s ``lease``: a store may have fetched
+        the instance with the lock, in the same round trip."""
+        return await self.load(key, cls)
+
     @abstractmethod
     async def add(self, key: str, state: S, ttl: float | None) -> S: ...
 
@@ -91,6 +96,24 @@ class StateStore(ABC):
                 failed = exc
             outcomes.append(failed)
         return outcomes
+
+    async def save_and_publish(
+        self,
+        key: str,
+        state: ReactiveState,
+        ttl: float | None,
+        lease: Lease,
+        broker: Broker,
+        change: Change | None,
+    ) -> None:
+        """The last save of a transaction holding ``key`` alone: save, then
+        publish ``change`` (None: nobody watches; its version is the one this
+        save makes) through ``broker``.  A store that shares a server with the
+        broker does both, and gives ``lease`` back, in one round trip; the
+        lock's exit then has nothing left to do."""
+        await self.save(key, state, ttl)
+        if change is not None:
+            await broker.publish(change)
 
     @abstractmethod
     async def delete(self, key: str) -> None: ...

@@ -2,10 +2,17 @@
 
 An instance is a hash ``{v: version, d: json}`` whose expiry is the scope's
 ``ttl``.  An event holds a Redis lock with a short lease that a watchdog
-renews while the event runs (a fresh lock object per acquisition), and saves
-only if the stored version is still the one it loaded.  A worker whose lock
-was lost mid-event writes nothing: its lease reports it no longer held, and
-should it save regardless, the version check fails with ``StaleState``.
+renews while the event runs, and saves only if the stored version is still
+the one it loaded.  A worker whose lock was lost mid-event writes nothing:
+its lease reports it no longer held, and should it save regardless, the
+version check fails with ``StaleState``.
+
+A single-instance event takes two round trips: one script takes the lock
+and reads the instance (``_LOCK_LOAD``); another saves it if its version is
+still current, appends the change to the replay log and publishes it if a
+page watches the instance (when the broker shares this Redis), and releases
+the lock (``_COMMIT``).  Each round trip has one deadline (``socket_timeout``)
+instead of a timeout per command inside the client.
 """
 
 from __future__ import annotations
@@ -17,16 +24,14 @@ from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-import redis
-import redis.asyncio
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockNotOwnedError, NoScriptError
+from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as _RedisError
 
-from faststate._live.broker import Broker
+from faststate._live.broker import Broker, Change
 from faststate._live.presence import ViewerTable
 from faststate._live.redis_broker import RedisBroker
 from faststate._live.redis_presence import RedisViewers
+from faststate._redis import PUBLISH_LUA, RedisKeys, Server, bounded, run_script, script_sha
 from faststate._state import ReactiveState, set_stored_version, stored_version
 from faststate._stores.base import (
     Lease,
@@ -66,9 +71,60 @@ end
 return 1
 """
 
+# KEYS[1] lock, KEYS[2] state; ARGV: token, lease ms.  Takes the lock if free and
+# answers {1, version, json} (nil, nil: no instance), else 0.
+_LOCK_LOAD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local found = redis.call('HMGET', KEYS[2], 'v', 'd')
+  return {1, found[1], found[2]}
+end
+return 0
+"""
+
+# KEYS[1] lock; ARGV: token, lease ms.  Renews the lock if the token still holds it.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS[1] lock; ARGV[1] token.  Deletes the lock if the token still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: state, lock, log, watch; ARGV: expected version, new version, json, ttl ms
+# (0: none), lock token, then the publication (PUBLISH_LUA, from ARGV[6]).  Saves if
+# the version is current and then publishes; releases the lock either way.
+_COMMIT = PUBLISH_LUA + """
+local saved = 0
+if (redis.call('HGET', KEYS[1], 'v') or '0') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+  if ARGV[4] ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  else
+    redis.call('PERSIST', KEYS[1])
+  end
+  publish(3, 6)
+  saved = 1
+end
+if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+return saved
+"""
+
+_SCRIPTS = (_ADD, _SAVE_IF_CURRENT, _LOCK_LOAD, _EXTEND, _RELEASE, _COMMIT)
+_SHA = {script: script_sha(script) for script in _SCRIPTS}
+_NO_PUBLICATION: list[str | int] = ["", "", 0, 0, "PUBLISH"]
+
 
 class RedisStore(StateStore):
     """Instances in Redis (redis-py), for apps running on several workers.
+
+    ``url`` is a ``redis://`` URL, or ``redis+cluster://`` for a Redis Cluster
+    (or pass ``cluster=True``): every key of one instance shares a hash slot,
+    and live pages use sharded pub/sub there.
 
     An event holds the instance's Redis lock for as long as it runs: the lock
     lives ``lock_lease`` seconds and a watchdog renews it every third of that,
@@ -82,10 +138,12 @@ class RedisStore(StateStore):
       instance forever.
     - ``lock_wait`` (30 s): the longest an event waits for the lock, queued in
       this process and polling Redis together, before it is answered 503.
-    - ``socket_timeout`` (5 s): each Redis command and connection attempt.
-    - ``max_connections`` (50): Redis connections per process for events and
-      pages; live pages' pub/sub has a pool of the same size.  Commands beyond
-      it queue for a free connection rather than fail.
+    - ``socket_timeout`` (5 s): how long Redis may take to answer one round
+      trip (and to accept a connection).
+    - ``max_connections`` (50): Redis connections per process (per node of a
+      cluster) for events and pages; live pages' pub/sub has a pool of the
+      same size.  On a single server, commands beyond it queue for a free
+      connection rather than fail.
     - ``pool_timeout`` (5 s): how long a command may queue for a connection
       before a 503.
     """
@@ -97,6 +155,7 @@ class RedisStore(StateStore):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "faststate:",
+        cluster: bool | None = None,
         lock_lease: float = 3.0,
         lock_timeout: float | None = 30.0,
         lock_wait: float = 30.0,
@@ -104,8 +163,11 @@ class RedisStore(StateStore):
         max_connections: int = 50,
         pool_timeout: float = 5.0,
     ) -> None:
+        self.server = Server.of(url, cluster)
         self.url = url
+        self.cluster = self.server.cluster
         self.prefix = prefix
+        self.keys = RedisKeys(prefix)
         self.lock_timeout = lock_timeout
         # A lease longer than the limit would outlive it.
         self.lock_lease = lock_lease if lock_timeout is None else min(lock_lease, lock_timeout)
@@ -113,29 +175,48 @@ class RedisStore(StateStore):
         self.socket_timeout = socket_timeout
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_timeout,
-        }
-        self._async = redis.asyncio.Redis.from_pool(
-            redis.asyncio.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=pool_timeout, **options
-            )
+        self._async: Any = self.server.async_client(
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            connect_timeout=socket_timeout,
         )
-        self._sync = redis.Redis.from_url(url, **options)
-        self._add_async = self._async.register_script(_ADD)
-        self._save_async = self._async.register_script(_SAVE_IF_CURRENT)
+        self._sync: Any = self.server.sync_client(socket_timeout=socket_timeout)
         self._add_sync = self._sync.register_script(_ADD)
         self._save_sync = self._sync.register_script(_SAVE_IF_CURRENT)
         self._local = KeyLocks()
         self._releasing: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """``RedisStore(url, **options)``; ``redis+cluster://`` names a cluster."""
+        return cls(url, **options)
+
     def _key(self, key: str) -> str:
-        return f"{self.prefix}state:{key}"
+        return self.keys.state(key)
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """One round trip, bounded by ``socket_timeout``; failures are ``StoreUnavailable``."""
+        try:
+            return await bounded(call, self.socket_timeout)
+        except _RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"redis: no answer within {self.socket_timeout}s"
+            ) from None
+
+    async def _script(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return await run_script(self._async, script, _SHA[script], keys, args)
 
     async def load(self, key: str, cls: type[S]) -> S | None:
-        found = await _guard(self._async.hmget(self._key(key), "v", "d"))
+        found = await self._call(self._async.hmget(self._key(key), "v", "d"))
         return _instance(cls, found)
+
+    async def load_held(self, key: str, cls: type[S], lease: Lease) -> S | None:
+        if isinstance(lease, _RenewedLease) and lease.store is self and lease.record is not None:
+            found, lease.record = lease.record, None
+            return _instance(cls, found)
+        return await self.load(key, cls)
 
     def load_sync(self, key: str, cls: type[S]) -> S | None:
         try:
@@ -147,8 +228,8 @@ class RedisStore(StateStore):
     async def add(self, key: str, state: S, ttl: float | None) -> S:
         payload = encode(state)
         version = stored_version(state) or first_version()
-        found = await _guard(
-            self._add_async(keys=[self._key(key)], args=[version, payload, _ms(ttl)])
+        found = await self._call(
+            self._script(_ADD, [self._key(key)], [version, payload, _ms(ttl)])
         )
         settled = _settled(state, version, payload, found)
         if settled is not None:
@@ -174,14 +255,54 @@ class RedisStore(StateStore):
 
     async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None:
         expected = stored_version(state)
-        saved = await _guard(
-            self._save_async(
-                keys=[self._key(key)], args=[expected, expected + 1, encode(state), _ms(ttl)]
+        saved = await self._call(
+            self._script(
+                _SAVE_IF_CURRENT,
+                [self._key(key)],
+                [expected, expected + 1, encode(state), _ms(ttl)],
             )
         )
         if not saved:
             raise StaleState(f"{key} changed since version {expected} was loaded")
         set_stored_version(state, expected + 1)
+
+    async def save_and_publish(
+        self,
+        key: str,
+        state: ReactiveState,
+        ttl: float | None,
+        lease: Lease,
+        broker: Broker,
+        change: Change | None,
+    ) -> None:
+        """Save, publish and release in one script (``_COMMIT``) when the lease is
+        this store's and the broker shares this Redis; the Redis checks whether
+        any page watches the instance, so an unwatched one publishes nothing."""
+        if not isinstance(lease, _RenewedLease) or lease.store is not self:
+            await super().save_and_publish(key, state, ttl, lease, broker, change)
+            return
+        together = isinstance(broker, RedisBroker) and broker.shares(self.server, self.keys)
+        publication = (
+            broker.publication(change).args()
+            if change is not None and together and isinstance(broker, RedisBroker)
+            else _NO_PUBLICATION
+        )
+        keys = self.keys
+        expected = stored_version(state)
+        lease.stop()
+        saved = await self._call(
+            self._script(
+                _COMMIT,
+                [keys.state(key), keys.lock(key), keys.log(key), keys.watch(key)],
+                [expected, expected + 1, encode(state), _ms(ttl), lease.token, *publication],
+            )
+        )
+        lease.released = True  # the script gave the lock back, saved or not
+        if not saved:
+            raise StaleState(f"{key} changed since version {expected} was loaded")
+        set_stored_version(state, expected + 1)
+        if change is not None and not together:
+            await broker.publish(change)
 
     async def save_many(
         self, items: Sequence[tuple[str, ReactiveState, float | None]]
@@ -192,7 +313,7 @@ class RedisStore(StateStore):
         answers = await self._save_pipelined(items, payloads)
         if any(isinstance(answer, NoScriptError) for answer in answers):
             # Redis restarted (or flushed its scripts): nothing ran; load, once more.
-            await _guard(self._async.script_load(_SAVE_IF_CURRENT))
+            await self._call(self._async.script_load(_SAVE_IF_CURRENT))
             answers = await self._save_pipelined(items, payloads)
         outcomes: list[Exception | None] = []
         for (key, state, _), answer in zip(items, answers, strict=True):
@@ -208,16 +329,16 @@ class RedisStore(StateStore):
     async def _save_pipelined(
         self, items: Sequence[tuple[str, ReactiveState, float | None]], payloads: list[str]
     ) -> list[Any]:
-        sha = self._save_async.sha
+        sha = _SHA[_SAVE_IF_CURRENT]
         async with self._async.pipeline(transaction=False) as pipe:
             for (key, state, ttl), payload in zip(items, payloads, strict=True):
                 expected = stored_version(state)
                 pipe.evalsha(sha, 1, self._key(key), expected, expected + 1, payload, _ms(ttl))
-            answers: list[Any] = await _guard(pipe.execute(raise_on_error=False))
+            answers: list[Any] = await self._call(pipe.execute(raise_on_error=False))
         return answers
 
     async def delete(self, key: str) -> None:
-        await _guard(self._async.delete(self._key(key)))
+        await self._call(self._async.delete(self._key(key)))
 
     def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         return self._locked(key)
@@ -244,39 +365,74 @@ class RedisStore(StateStore):
             await local.__aexit__(None, None, None)
 
     async def _acquire(self, key: str, deadline: float) -> _RenewedLease:
-        lock = self._async.lock(
-            f"{self.prefix}lock:{key}", timeout=self.lock_lease, thread_local=False
-        )
+        """Take the lock and read the instance with it, polling while another holds it.
+
+        One deadline bounds the whole wait: ``lock_wait``, and ``socket_timeout``
+        after Redis last answered (it moves on with every answer)."""
+        keys = [self.keys.lock(key), self.keys.state(key)]
         token = uuid.uuid4().hex
+        args = [token, max(1, int(self.lock_lease * 1000))]
         loop = asyncio.get_running_loop()
         # The short jittered poll keeps hand-over between workers fast.
         poll = 0.002 + random.random() * 0.003
         try:
-            async with asyncio.timeout_at(deadline):
+            first = min(deadline, loop.time() + self.socket_timeout)
+            async with asyncio.timeout_at(first) as limit:
                 while True:
                     sent = loop.time()
                     if sent >= deadline:
                         # Checked here too: a cancellation that reached the
                         # client mid-command may have been swallowed by it.
                         raise TimeoutError
-                    if await lock.acquire(blocking=False, token=token):
-                        return _RenewedLease(self, lock, token.encode(), sent)
+                    taken = await self._script(_LOCK_LOAD, keys, args)
+                    if taken:
+                        return _RenewedLease(self, key, token, sent, taken[1:])
+                    limit.reschedule(min(deadline, loop.time() + self.socket_timeout))
                     await asyncio.sleep(poll)
         except TimeoutError:
             # A SET cut short by the deadline may have taken the lock all the same.
-            self._in_background(_release_token(lock, token.encode(), loop.time() + self.lock_lease))
-            raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
+            self._in_background(self._release_token(key, token, loop.time() + self.lock_lease))
+            if loop.time() >= deadline:
+                raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
+            raise StoreUnavailable(f"redis: no answer within {self.socket_timeout}s") from None
         except asyncio.CancelledError:
-            self._in_background(_release_token(lock, token.encode(), loop.time() + self.lock_lease))
+            self._in_background(self._release_token(key, token, loop.time() + self.lock_lease))
             raise
         except _RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def _release(self, lease: _RenewedLease) -> None:
         lease.stop()
+        if lease.released:
+            return
         # Shielded: a request cancelled while releasing (its client went away)
         # must still free the instance instead of leaving it locked for a lease.
-        await asyncio.shield(self._in_background(lease.release()))
+        await asyncio.shield(
+            self._in_background(self._release_token(lease.key, lease.token, lease.valid_until))
+        )
+
+    async def _extend(self, key: str, token: str, seconds: float) -> bool:
+        """Renew a lock this process holds; False if it is no longer ours."""
+        ms = max(1, int(seconds * 1000))
+        renewed = await bounded(
+            self._script(_EXTEND, [self.keys.lock(key)], [token, ms]), self.socket_timeout
+        )
+        return bool(renewed)
+
+    async def _release_token(self, key: str, token: str, expires: float) -> None:
+        """Delete the lock if ``token`` still holds it, retrying until it would
+        have expired anyway: a lock is never left behind for want of a connection."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await bounded(
+                    self._script(_RELEASE, [self.keys.lock(key)], [token]), self.socket_timeout
+                )
+                return
+            except (_RedisError, OSError, TimeoutError):
+                if loop.time() + _RELEASE_RETRY >= expires:
+                    return
+                await asyncio.sleep(_RELEASE_RETRY)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
@@ -286,13 +442,15 @@ class RedisStore(StateStore):
 
     def viewer_table(self) -> ViewerTable:
         """Seats in Redis on this store's connections, so every worker sees them."""
-        return RedisViewers(self._async, self._sync, self.prefix)
+        return RedisViewers(self._async, self._sync, self.keys, self.socket_timeout)
 
     def default_broker(self) -> Broker:
-        """Redis pub/sub on the same server, so changes reach every worker's pages."""
+        """Redis pub/sub on the same server, so changes reach every worker's pages
+        (and are published by the save of the change itself)."""
         return RedisBroker(
             self.url,
             prefix=self.prefix,
+            cluster=self.cluster,
             max_connections=self.max_connections,
             pool_timeout=self.pool_timeout,
             socket_timeout=self.socket_timeout,
@@ -310,26 +468,33 @@ class _RenewedLease(Lease):
 
     ``held`` turns false, for good, when a renewal fails or finds the lock
     gone or taken, and when the lease runs out unrenewed (``lock_timeout``
-    reached, or this process too busy to renew in time).
+    reached, or this process too busy to renew in time).  ``record`` is the
+    instance as read with the lock, until the holder loads it.
     """
 
     __slots__ = (
         "_limit",
-        "_lock",
         "_loop",
         "_lost",
-        "_store",
-        "_token",
-        "_valid_until",
         "_watchdog",
+        "key",
+        "record",
+        "released",
+        "store",
+        "token",
+        "valid_until",
     )
 
-    def __init__(self, store: RedisStore, lock: Lock, token: bytes, sent: float) -> None:
-        self._store = store
-        self._lock = lock
-        self._token = token
+    def __init__(
+        self, store: RedisStore, key: str, token: str, sent: float, record: Any
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.token = token
+        self.record: Any = record
+        self.released = False
         # Counted from when the SET was sent: Redis started the expiry later.
-        self._valid_until = sent + store.lock_lease
+        self.valid_until = sent + store.lock_lease
         timeout = store.lock_timeout
         self._limit = float("inf") if timeout is None else sent + timeout
         self._lost = False
@@ -340,51 +505,34 @@ class _RenewedLease(Lease):
 
     @property
     def held(self) -> bool:
-        if not self._lost and self._loop.time() >= self._valid_until:
+        if not self._lost and self._loop.time() >= self.valid_until:
             # Lost stays lost: a caller may have acted on it before a late renewal.
             self._lost = True
         return not self._lost
 
     async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
-        lease = self._store.lock_lease
+        lease = self.store.lock_lease
         while True:
             await asyncio.sleep(lease / 3)
             sent = loop.time()
-            if sent >= self._valid_until:
+            if sent >= self.valid_until:
                 self._lost = True  # it may have expired and been taken meanwhile
                 return
             extension = min(lease, self._limit - sent)
             if extension < 0.001:
                 return  # lock_timeout reached: the lease runs out, held with it
             try:
-                await self._lock.extend(extension, replace_ttl=True)
-            except (_RedisError, OSError):
+                renewed = await self.store._extend(self.key, self.token, extension)
+            except (_RedisError, OSError, TimeoutError):
+                renewed = False
+            if not renewed:
                 self._lost = True  # not renewed, or owned by another holder by now
                 return
-            self._valid_until = sent + extension
+            self.valid_until = sent + extension
 
     def stop(self) -> None:
         self._watchdog.cancel()
-
-    async def release(self) -> None:
-        await _release_token(self._lock, self._token, self._valid_until)
-
-
-async def _release_token(lock: Lock, token: bytes, expires: float) -> None:
-    """Delete the lock if ``token`` still holds it, retrying until it would
-    have expired anyway: a lock is never left behind for want of a connection."""
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            await lock.do_release(token)
-            return
-        except LockNotOwnedError:
-            return  # expired, or never taken: nothing of ours is left
-        except (_RedisError, OSError):
-            if loop.time() + _RELEASE_RETRY >= expires:
-                return
-            await asyncio.sleep(_RELEASE_RETRY)
 
 
 def _ms(ttl: float | None) -> int:
@@ -414,10 +562,3 @@ def _instance(cls: type[S], found: Any) -> S | None:
     if state is not None:
         set_stored_version(state, int(found[0]))
     return state
-
-
-async def _guard(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except _RedisError as exc:
-        raise StoreUnavailable(f"redis: {exc}") from exc

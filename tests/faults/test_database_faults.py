@@ -131,7 +131,7 @@ class Redis:
 
     def record(self, record: str) -> tuple[int, int] | None:
         """(saves, count) the store holds for the record, or None."""
-        version, data = self.client.hmget(f"{self.prefix}state:record:Tally:{record}", "v", "d")
+        version, data = self.client.hmget(f"{self.prefix}state:{{record:Tally:{record}}}", "v", "d")
         return None if version is None or data is None else (_saves(int(version)), _count(data))
 
 

@@ -129,7 +129,7 @@ def in_background(client: httpx.Client, path: str) -> tuple[threading.Thread, li
 def test_a_killed_holder_frees_the_instance_within_the_lease(
     redis_url: str, redis_prefix: str
 ) -> None:
-    lock = f"{redis_prefix}lock:global:Shared"
+    lock = f"{redis_prefix}lock:{{global:Shared}}"
     probe = redis.Redis.from_url(redis_url)
     with (
         worker(redis_url, redis_prefix) as doomed,
@@ -199,7 +199,7 @@ def test_an_outage_during_an_event_blocks_the_instance_no_longer_than_the_outage
         ):
             assert client.get("/shared").text == "0"
             thread, outcome = in_background(client, "/Shared/add?amount=100&pause=3")
-            wait_for(lambda: probe.exists(f"{PRIVATE_PREFIX}lock:global:Shared"), 10, "the lock")
+            wait_for(lambda: probe.exists(f"{PRIVATE_PREFIX}lock:{{global:Shared}}"), 10, "the lock")
             proxy.kill(refuse=True)
             time.sleep(10)
             proxy.restore()
@@ -222,7 +222,7 @@ def test_an_outage_during_an_event_blocks_the_instance_no_longer_than_the_outage
 
 def test_an_event_longer_than_the_lease_keeps_its_lock(redis_url: str, redis_prefix: str) -> None:
     lease = 1.0
-    lock = f"{redis_prefix}lock:global:Shared"
+    lock = f"{redis_prefix}lock:{{global:Shared}}"
     probe = redis.Redis.from_url(redis_url)
     with (
         worker(redis_url, redis_prefix, lock_lease=lease) as first,
@@ -264,7 +264,7 @@ async def test_an_event_whose_lock_was_taken_over_writes_nothing(
 ) -> None:
     store = RedisStore(redis_url, prefix=redis_prefix, lock_lease=0.6)
     intruder = redis.asyncio.Redis.from_url(redis_url)
-    lock = f"{redis_prefix}lock:global:Shared"
+    lock = f"{redis_prefix}lock:{{global:Shared}}"
     transport = httpx.ASGITransport(create_app(store))
     async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as ac:
         assert (await ac.get("/shared")).text == "0"
