@@ -16,6 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from .live import make_app
+from .redis_cluster import LocalCluster, missing_binaries
 from .support import run_server
 
 REDIS_URL = os.environ.get("FASTSTATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -78,6 +79,23 @@ def postgres_url() -> Iterator[str]:
     finally:
         engine.dispose()
     yield POSTGRES_URL
+
+
+#: The ports of the test cluster (17101-17103; the benchmark's are 17111-17113).
+CLUSTER_PORTS = (17101, 17102, 17103)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A real three-node Redis Cluster of this test run's own, torn down at its end."""
+    reason = missing_binaries()
+    if reason is not None:
+        require(f"no Redis Cluster can be started: {reason}")
+    cluster = LocalCluster(CLUSTER_PORTS).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")

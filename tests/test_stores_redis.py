@@ -162,7 +162,8 @@ async def test_record_that_no_longer_validates_is_replaced(
     redis_prefix: str, redis_url: str
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.hset(f"{redis_prefix}state:{{k}}", mapping={"v": 7, "d": '{"fields": {"count": "NaN?"}}'})
+    broken = {"v": 7, "d": '{"fields": {"count": "NaN?"}}'}
+    client.hset(f"{redis_prefix}state:{{k}}", mapping=broken)
     client.close()
     store = RedisStore(redis_url, prefix=redis_prefix)
     assert await store.load("k", Tally) is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from faststate._live.presence import Seat, ViewerTable, labels_of
@@ -22,7 +22,9 @@ class RedisViewers(ViewerTable):
     """Seats in Redis, on the store's own connection pools (a server's or a cluster's);
     each round trip given at most ``timeout`` seconds."""
 
-    def __init__(self, client: Any, sync: Any, keys: RedisKeys, timeout: float) -> None:
+    def __init__(
+        self, client: Any, sync: Callable[[], Any], keys: RedisKeys, timeout: float
+    ) -> None:
         self._redis = client
         self._sync = sync
         self._keys = keys
@@ -58,7 +60,7 @@ class RedisViewers(ViewerTable):
         return {key: _labels(answers[2 * i + 1]) for i, key in enumerate(ordered)}
 
     def read_sync(self, key: str) -> list[str]:
-        return _labels(self._sync.zrangebyscore(self._key(key), _now_ms(), "+inf"))
+        return _labels(self._sync().zrangebyscore(self._key(key), _now_ms(), "+inf"))
 
 
 def _member(seat: Seat) -> str:

@@ -180,9 +180,8 @@ class RedisStore(StateStore):
             pool_timeout=pool_timeout,
             connect_timeout=socket_timeout,
         )
-        self._sync: Any = self.server.sync_client(socket_timeout=socket_timeout)
-        self._add_sync = self._sync.register_script(_ADD)
-        self._save_sync = self._sync.register_script(_SAVE_IF_CURRENT)
+        # Made on first use: a cluster's client connects as it is made.
+        self._sync_client: Any = None
         self._local = KeyLocks()
         self._releasing: set[asyncio.Task[None]] = set()
 
@@ -193,6 +192,12 @@ class RedisStore(StateStore):
 
     def _key(self, key: str) -> str:
         return self.keys.state(key)
+
+    def _sync(self) -> Any:
+        """The blocking client of sync page handlers."""
+        if self._sync_client is None:
+            self._sync_client = self.server.sync_client(socket_timeout=self.socket_timeout)
+        return self._sync_client
 
     async def _call(self, call: Awaitable[T]) -> T:
         """One round trip, bounded by ``socket_timeout``; failures are ``StoreUnavailable``."""
@@ -220,7 +225,7 @@ class RedisStore(StateStore):
 
     def load_sync(self, key: str, cls: type[S]) -> S | None:
         try:
-            found = self._sync.hmget(self._key(key), "v", "d")
+            found = self._sync().hmget(self._key(key), "v", "d")
         except _RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         return _instance(cls, found)
@@ -242,12 +247,15 @@ class RedisStore(StateStore):
         payload = encode(state)
         version = stored_version(state) or first_version()
         try:
-            found = self._add_sync(keys=[self._key(key)], args=[version, payload, _ms(ttl)])
+            client = self._sync()
+            found = client.eval(_ADD, 1, self._key(key), version, payload, _ms(ttl))
             settled = _settled(state, version, payload, found)
             if settled is not None:
                 return settled
             version = int(found[0])
-            self._save_sync(keys=[self._key(key)], args=[version, version + 1, payload, _ms(ttl)])
+            client.eval(
+                _SAVE_IF_CURRENT, 1, self._key(key), version, version + 1, payload, _ms(ttl)
+            )
         except _RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         set_stored_version(state, version + 1)
@@ -460,7 +468,8 @@ class RedisStore(StateStore):
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
         await self._async.aclose()
-        self._sync.close()
+        if self._sync_client is not None:
+            self._sync_client.close()
 
 
 class _RenewedLease(Lease):

@@ -199,7 +199,8 @@ def test_an_outage_during_an_event_blocks_the_instance_no_longer_than_the_outage
         ):
             assert client.get("/shared").text == "0"
             thread, outcome = in_background(client, "/Shared/add?amount=100&pause=3")
-            wait_for(lambda: probe.exists(f"{PRIVATE_PREFIX}lock:{{global:Shared}}"), 10, "the lock")
+            lock = f"{PRIVATE_PREFIX}lock:{{global:Shared}}"
+            wait_for(lambda: probe.exists(lock), 10, "the lock")
             proxy.kill(refuse=True)
             time.sleep(10)
             proxy.restore()
