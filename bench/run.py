@@ -185,6 +185,106 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
     }
 
 
+async def redis_round_trips(count: int) -> dict[str, float | None]:
+    """Round trips to Redis per single-instance event, counted on the client: every
+    command (or pipeline) the store's connections send is one."""
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:
+        print(f"redis_round_trips skipped: Redis unreachable ({exc})", file=sys.stderr)
+        return {"redis_round_trips": None}
+    import redis.asyncio.connection
+
+    from faststate import RedisStore
+
+    store = RedisStore(REDIS_URL, prefix=f"faststate-bench-rt:{os.getpid()}:")
+    app = apps.faststate_app(store)
+    sent = 0
+    connection = redis.asyncio.connection.AbstractConnection
+    original = connection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        await original(self, command, check_health)
+
+    try:
+        cookie = await session_cookie(app)  # the page creates the instance
+        await _time_events(app, "/CounterState/increment", cookie, 3)  # scripts loaded
+        connection.send_packed_command = counted  # type: ignore[method-assign]
+        try:
+            await _time_events(app, "/CounterState/increment", cookie, count)
+        finally:
+            connection.send_packed_command = original  # type: ignore[method-assign]
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{store.prefix}*"):
+            client.delete(key)
+        await store.aclose()
+    return {"redis_round_trips": sent / count}
+
+
+async def _cluster_events_and_pushes(url: str, ports: tuple[int, ...], node_of: Any) -> bool:
+    """Two "workers" (apps with stores of their own) on one cluster: events on the
+    first answer 200, and a page of the second, subscribed to instances on every
+    node, gets each change once."""
+    from faststate import RedisStore
+    from faststate._address import Address
+    from faststate._transaction import Transaction
+
+    first = apps.faststate_app(RedisStore(url, prefix="bench-cluster:"))
+    second = apps.faststate_app(RedisStore(url, prefix="bench-cluster:"))
+    nodes = set()
+    try:
+        for _ in range(6):  # a new session each: instances on several nodes
+            await _time_events(first, "/CounterState/increment", await session_cookie(first), 3)
+        await session_cookie(second)
+        runtimes = [app.state.faststate_registry.runtime for app in (first, second)]
+        registration = first.state.faststate_registry.by_name["CounterState"]
+        addresses = []
+        for index in range(12):
+            address = Address.of(registration, f"s{index}", f"s{index}", runtimes[0].protocol)
+            addresses.append(address)
+            nodes.add(node_of(runtimes[0].store.keys.state(address.key)))
+        got: list[Any] = []
+        for address in addresses:
+            await runtimes[1].broker.subscribe(address.key, got.append)
+        for address in addresses:
+            async with Transaction(runtimes[0], [address]) as tx:
+                tx.states[0].count += 1  # type: ignore[attr-defined]
+                tx.finish()
+                await tx.commit()
+        deadline = time.monotonic() + 5
+        while len(got) < len(addresses) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        keys = sorted(change.key for change in got if change is not None)
+        return len(nodes) == len(ports) and keys == sorted(a.key for a in addresses)
+    finally:
+        for app in (first, second):
+            runtime = app.state.faststate_registry.runtime
+            await runtime.broker.aclose()
+            await runtime.store.aclose()
+
+
+def cluster_ok() -> dict[str, Any]:
+    """Events and live pushes on a three-node Redis Cluster the benchmark starts."""
+    from tests.redis_cluster import LocalCluster, missing_binaries
+
+    reason = missing_binaries()
+    if reason is not None:
+        print(f"cluster_ok skipped: {reason}", file=sys.stderr)
+        return {"cluster_ok": None}
+    cluster = LocalCluster((17111, 17112, 17113)).start()
+    try:
+        ok = asyncio.run(_cluster_events_and_pushes(cluster.url, cluster.ports, cluster.node_of))
+    finally:
+        cluster.stop()
+    return {"cluster_ok": ok}
+
+
 def bytes_per_session(count: int) -> dict[str, float]:
     """Memory held per idle SESSION instance, from ``count`` instances in the store."""
     from faststate import MemoryStore, StateConfig, StateScope
@@ -447,7 +547,8 @@ TARGETS = {
     "fanout_inprocess_ms": ("<=", 50.0),
     "fanout_redis_ms": ("<=", 250.0),
     "bytes_per_session": ("<=", 2048.0),
-    "redis_vs_memory_ratio": ("", None),
+    "redis_vs_memory_ratio": ("<=", 8.0),
+    "redis_round_trips": ("<=", 2.0),
     "stream_append_ratio": ("<=", 2.0),
     "stream_append_bytes_100k": ("<=", 1024.0),
     "upload_rss_mb": ("<=", 10.0),
@@ -463,6 +564,8 @@ def run(quick: bool) -> dict[str, Any]:
     # Each event costs milliseconds here: far fewer of them, same rounds.
     figures.update(asyncio.run(collections(5 if quick else 40, rounds)))
     figures.update(asyncio.run(redis_vs_memory(events // 3, rounds)))
+    figures.update(asyncio.run(redis_round_trips(20 if quick else 200)))
+    figures.update(cluster_ok())
     figures.update(bytes_per_session(1000 if quick else 100_000))
     figures.update(fanout_inprocess(1000, 3 if quick else 9))
     figures.update(fanout_redis(1000, 1 if quick else 5))
@@ -475,7 +578,10 @@ def table(figures: dict[str, Any]) -> str:
     lines = ["| figure | value | target | met |", "|---|---|---|---|"]
     for name, value in figures.items():
         target = TARGETS.get(name)
-        shown = "n/a" if value is None else f"{value:,.2f}"
+        if isinstance(value, bool):
+            shown = "yes" if value else "NO"
+        else:
+            shown = "n/a" if value is None else f"{value:,.2f}"
         if target is None or target[1] is None or value is None:
             lines.append(f"| {name} | {shown} | | |")
             continue

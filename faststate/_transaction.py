@@ -393,13 +393,16 @@ class Transaction:
         for streams in self._streams:
             close_streams(streams, keep=True)
         broker = runtime.broker
+        changes = []
         for position, (address, state) in enumerate(zip(self.addresses, self.states, strict=True)):
             if broker.reaches(address.key):
                 streamed = self._streamed[position]
                 shared = (*streamed, *elements) if position == 0 else tuple(streamed)
                 version = stored_version(state)
-                change = Change(address.key, version, self._shown[position], shared, origin=origin)
-                await broker.publish(change)
+                changes.append(
+                    Change(address.key, version, self._shown[position], shared, origin=origin)
+                )
+        await broker.publish_many(changes)
 
     async def _write_rows(self, ttls: list[float | None]) -> OpenWrite | None:
         """The ``auto_persist`` instances written in one open database transaction."""

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 import redis
+import redis.asyncio
 from pydantic import PrivateAttr
 from sqlmodel import Field
 from starlette.applications import Starlette
@@ -23,6 +26,7 @@ from starlette.routing import Route
 from faststate import (
     FastStateMiddleware,
     ReactiveState,
+    RedisBroker,
     RedisStore,
     StaleState,
     StateScope,
@@ -30,6 +34,8 @@ from faststate import (
     event,
     use_state,
 )
+from faststate._live.broker import Change
+from faststate._state import stored_version
 from faststate.testing import afire
 
 from .apps import state_app
@@ -277,4 +283,78 @@ async def test_use_state_replaces_a_record_that_no_longer_validates(
         await store.save("k", fresh, ttl=None)
     loaded = store.load_sync("k", Tally)
     assert loaded is not None and loaded.count == 2
+    await store.aclose()
+
+
+async def _commit(store: RedisStore, broker: RedisBroker, key: str) -> int:
+    """One event's worth on ``key``: lock and load, +1, save and publish; the new version."""
+    async with store.lock(key) as lease:
+        state = await store.load_held(key, Tally, lease) or await store.add(key, Tally(), None)
+        state.count += 1
+        change = Change(key, stored_version(state) + 1, {"count": state.count})
+        await store.save_and_publish(key, state, None, lease, broker, change)
+        return stored_version(state)
+
+
+async def test_only_watched_instances_log_and_publish_their_changes(
+    redis_prefix: str, redis_url: str
+) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    broker = RedisBroker(redis_url, prefix=redis_prefix, replay_window=0.6)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    listener = client.pubsub()
+    await listener.subscribe(store.keys.channel("k"))  # a bare subscriber marks nothing
+    log = store.keys.log("k")
+
+    async def heard() -> list[Any]:
+        messages = []
+        while (message := await listener.get_message(timeout=0.2)) is not None:
+            if message["type"] == "message":
+                messages.append(json.loads(message["data"])["v"])
+        return messages
+
+    await heard()
+    await _commit(store, broker, "k")
+    assert not await client.exists(log) and await heard() == []  # nobody watches: nothing sent
+
+    got: list[Any] = []
+    await broker.subscribe("k", got.append)  # a page opens: watched from now on
+    version = await _commit(store, broker, "k")
+    await asyncio.sleep(0.1)
+    assert [change.version for change in got] == [version] and await heard() == [version]
+    await broker.unsubscribe("k", got.append)
+    left = await _commit(store, broker, "k")  # within the replay window: still logged
+    assert [c.version for c in await broker.replay("k", version) or []] == [left]
+    assert await heard() == [left]
+    await asyncio.sleep(0.8)  # the window has passed
+    await _commit(store, broker, "k")
+    assert await heard() == []
+    assert not (await client.get(store.keys.lock("k")))  # every commit gave its lock back
+
+    await listener.aclose()
+    await client.aclose()
+    await broker.aclose()
+    await store.aclose()
+
+
+async def test_a_single_event_takes_two_round_trips(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    broker = store.default_broker()
+    assert isinstance(broker, RedisBroker)
+    await _commit(store, broker, "k")  # created, scripts known
+    sent: list[Any] = []
+    connection_class = store._async.connection_pool.connection_class
+    original = connection_class.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        await original(self, command, check_health)
+
+    connection_class.send_packed_command = counted
+    try:
+        await _commit(store, broker, "k")
+    finally:
+        connection_class.send_packed_command = original
+    assert len(sent) == 2
+    await broker.aclose()
     await store.aclose()

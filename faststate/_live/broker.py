@@ -142,6 +142,12 @@ class Broker(ABC):
     @abstractmethod
     async def publish(self, change: Change) -> None: ...
 
+    async def publish_many(self, changes: list[Change]) -> None:
+        """Publish the changes of one transaction, in order (a broker that can,
+        in one round trip)."""
+        for change in changes:
+            await self.publish(change)
+
     async def publish_viewers(self, key: str) -> None:
         """Tell every process that the viewers of ``key`` changed (in process here)."""
         self._deliver(ViewersChanged(key))

@@ -247,6 +247,25 @@ class RedisBroker(Broker):
             # The change is saved; pages catch up on their next message or reconnect.
             logger.warning("faststate: could not publish %s: %s", change.key, exc)
 
+    async def publish_many(self, changes: list[Change]) -> None:
+        """Every change in one pipeline; one by one again if that fails."""
+        if len(changes) < 2:
+            await super().publish_many(changes)
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for change in changes:
+                    keys = [self._log(change.key), self.keys.watch(change.key)]
+                    pipe.evalsha(_PUBLISH_SHA, 2, *keys, *self.publication(change).args())
+                answers = await bounded(pipe.execute(raise_on_error=False), self.socket_timeout)
+        except (RedisError, OSError, TimeoutError):
+            answers = [None] * len(changes)
+        # A script unknown to a restarted Redis, or a dropped connection: those
+        # one by one (each of another instance, so their order does not matter).
+        for change, answer in zip(changes, answers, strict=True):
+            if answer is None or isinstance(answer, Exception):
+                await self.publish(change)
+
     async def publish_viewers(self, key: str) -> None:
         """Presence notices share the key's channel; a lost one is made up for
         by the next heartbeat's re-read."""

@@ -23,6 +23,10 @@ class KeyLocks:
     def __len__(self) -> int:
         return len(self._held)
 
+    def __contains__(self, key: str) -> bool:
+        """Whether ``key`` is held (so a ``hold`` of it would wait)."""
+        return key in self._held
+
     def hold(self, key: str) -> _Held:
         return _Held(self, key)
 

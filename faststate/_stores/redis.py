@@ -358,11 +358,14 @@ class RedisStore(StateStore):
         deadline = asyncio.get_running_loop().time() + self.lock_wait
         # Waiters of this process queue locally, so only one of them polls Redis.
         local = self._local.hold(key)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await local.__aenter__()
-        except TimeoutError:
-            raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
+        if key in self._local:  # others of this process hold it or wait: queue
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await local.__aenter__()
+            except TimeoutError:
+                raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
+        else:
+            await local.__aenter__()  # free: taken at once
         try:
             lease = await self._acquire(key, deadline)
             try:
@@ -510,7 +513,10 @@ class _RenewedLease(Lease):
         # Kept: ``held`` is also asked from the database's worker thread, which
         # has no running loop (a loop's clock can be read from any thread).
         self._loop = asyncio.get_running_loop()
-        self._watchdog = self._loop.create_task(self._renew())
+        # The watchdog starts at the first renewal: most events end before it.
+        self._watchdog: asyncio.TimerHandle | asyncio.Task[None] = self._loop.call_later(
+            store.lock_lease / 3, self._start_renewing
+        )
 
     @property
     def held(self) -> bool:
@@ -519,11 +525,13 @@ class _RenewedLease(Lease):
             self._lost = True
         return not self._lost
 
+    def _start_renewing(self) -> None:
+        self._watchdog = self._loop.create_task(self._renew())
+
     async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
         lease = self.store.lock_lease
         while True:
-            await asyncio.sleep(lease / 3)
             sent = loop.time()
             if sent >= self.valid_until:
                 self._lost = True  # it may have expired and been taken meanwhile
@@ -539,6 +547,7 @@ class _RenewedLease(Lease):
                 self._lost = True  # not renewed, or owned by another holder by now
                 return
             self.valid_until = sent + extension
+            await asyncio.sleep(lease / 3)
 
     def stop(self) -> None:
         self._watchdog.cancel()
