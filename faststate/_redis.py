@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import urllib.parse
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,8 +66,20 @@ class Server:
                 self.url,
                 max_connections=max_connections,
                 timeout=pool_timeout,
+                socket_timeout=None,
                 socket_connect_timeout=connect_timeout,
             )
+        )
+
+    def node_client(self, host: str, port: int, *, connect_timeout: float) -> Any:
+        """A plain client of one node of the cluster (its sharded pub/sub), with
+        the URL's credentials and TLS."""
+        parts = urllib.parse.urlsplit(self.url)
+        credentials, at, _ = parts.netloc.rpartition("@")
+        netloc = f"{credentials}{at}{host}:{port}"
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return redis.asyncio.Redis.from_url(
+            url, socket_timeout=None, socket_connect_timeout=connect_timeout
         )
 
     def sync_client(self, *, socket_timeout: float) -> Any:

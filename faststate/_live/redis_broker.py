@@ -17,7 +17,6 @@ import contextlib
 import logging
 from typing import Any
 
-import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -182,8 +181,8 @@ class RedisBroker(Broker):
             name = node.name
             if name in self._feeds:
                 return self._feeds[name]
-            client = redis.asyncio.Redis(
-                host=node.host, port=node.port, socket_connect_timeout=self.socket_timeout
+            client = self.server.node_client(
+                node.host, node.port, connect_timeout=self.socket_timeout
             )
         feed = self._feeds.get(name)
         if feed is None:
