@@ -337,7 +337,9 @@ async def test_only_watched_instances_log_and_publish_their_changes(
     await store.aclose()
 
 
-async def test_a_single_event_takes_two_round_trips(redis_prefix: str, redis_url: str) -> None:
+async def test_a_single_event_takes_two_round_trips(
+    redis_prefix: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = RedisStore(redis_url, prefix=redis_prefix)
     broker = store.default_broker()
     assert isinstance(broker, RedisBroker)
@@ -350,11 +352,9 @@ async def test_a_single_event_takes_two_round_trips(redis_prefix: str, redis_url
         sent.append(command)
         await original(self, command, check_health)
 
-    connection_class.send_packed_command = counted
-    try:
-        await _commit(store, broker, "k")
-    finally:
-        connection_class.send_packed_command = original
-    assert len(sent) == 2
+    monkeypatch.setattr(connection_class, "send_packed_command", counted)
+    await _commit(store, broker, "k")
+    monkeypatch.undo()
+    assert len(sent) == 2  # lock + load; save + publish + release
     await broker.aclose()
     await store.aclose()

@@ -143,7 +143,8 @@ class RedisStore(StateStore):
     - ``max_connections`` (50): Redis connections per process (per node of a
       cluster) for events and pages; live pages' pub/sub has a pool of the
       same size.  On a single server, commands beyond it queue for a free
-      connection rather than fail.
+      connection rather than fail.  Lease renewals have up to four
+      connections of their own.
     - ``pool_timeout`` (5 s): how long a command may queue for a connection
       before a 503.
     """
@@ -179,6 +180,12 @@ class RedisStore(StateStore):
             max_connections=max_connections,
             pool_timeout=pool_timeout,
             connect_timeout=socket_timeout,
+        )
+        # Renewals of the leases of long events on connections of their own, so
+        # that a queue of commands for the pool can never starve them (and lose
+        # a lock held by a healthy event).
+        self._renewer: Any = self.server.async_client(
+            max_connections=4, pool_timeout=socket_timeout, connect_timeout=socket_timeout
         )
         # Made on first use: a cluster's client connects as it is made.
         self._sync_client: Any = None
@@ -426,7 +433,8 @@ class RedisStore(StateStore):
         """Renew a lock this process holds; False if it is no longer ours."""
         ms = max(1, int(seconds * 1000))
         renewed = await bounded(
-            self._script(_EXTEND, [self.keys.lock(key)], [token, ms]), self.socket_timeout
+            run_script(self._renewer, _EXTEND, _SHA[_EXTEND], [self.keys.lock(key)], [token, ms]),
+            self.socket_timeout,
         )
         return bool(renewed)
 
@@ -471,6 +479,7 @@ class RedisStore(StateStore):
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
         await self._async.aclose()
+        await self._renewer.aclose()
         if self._sync_client is not None:
             self._sync_client.close()
 
