@@ -10,6 +10,9 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's faststate
 
 from faststate import RedisBroker
 from faststate._live.broker import Change

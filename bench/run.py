@@ -249,17 +249,26 @@ async def _cluster_events_and_pushes(url: str, ports: tuple[int, ...], node_of: 
             addresses.append(address)
             nodes.add(node_of(runtimes[0].store.keys.state(address.key)))
         got: list[Any] = []
+        arrived = asyncio.Event()
+
+        def deliver(change: Any) -> None:
+            got.append(change)
+            if len(got) >= len(addresses):
+                arrived.set()
+
         for address in addresses:
-            await runtimes[1].broker.subscribe(address.key, got.append)
+            await runtimes[1].broker.subscribe(address.key, deliver)
         for address in addresses:
             async with Transaction(runtimes[0], [address]) as tx:
                 tx.states[0].count += 1  # type: ignore[attr-defined]
                 tx.finish()
                 await tx.commit()
-        deadline = time.monotonic() + 5
-        while len(got) < len(addresses) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(5):
+                await arrived.wait()
+        except TimeoutError:
+            pass  # some never arrived: not ok
+        await asyncio.sleep(0.1)  # and none arrives twice
         keys = sorted(change.key for change in got if change is not None)
         return len(nodes) == len(ports) and keys == sorted(a.key for a in addresses)
     finally:
@@ -360,12 +369,14 @@ def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
         import redis as redis_sync
 
         from faststate._live.broker import Change
+        from faststate._redis import RedisKeys
 
         client = redis_sync.Redis.from_url(REDIS_URL)
         time.sleep(0.2)  # the subscription is confirmed before "ready"; let it settle
         sent = time.time()
         client.publish(
-            "faststate-bench:push:global:X", Change("global:X", 1, {"t": sent}).to_json()
+            RedisKeys("faststate-bench:").channel("global:X"),
+            Change("global:X", 1, {"t": sent}).to_json(),
         )
         line = worker.stdout.readline()
         worker.wait(10)
