@@ -358,3 +358,25 @@ async def test_a_single_event_takes_two_round_trips(
     assert len(sent) == 2  # lock + load; save + publish + release
     await broker.aclose()
     await store.aclose()
+
+
+async def test_the_copy_a_worker_keeps_is_used_only_while_current(
+    redis_prefix: str, redis_url: str
+) -> None:
+    first = RedisStore(redis_url, prefix=redis_prefix)
+    second = RedisStore(redis_url, prefix=redis_prefix)
+    broker = first.default_broker()
+    assert isinstance(broker, RedisBroker)
+    await _commit(first, broker, "k")
+    async with first.lock("k") as lease:  # current: the kept instance itself, not read
+        kept = await first.load_held("k", Tally, lease)
+        assert kept is not None and kept.count == 1
+        kept._seen.append(99)  # changed by an event that then fails: never kept
+    await _commit(second, broker, "k")  # another worker moves it on
+    async with first.lock("k") as lease:
+        fresh = await first.load_held("k", Tally, lease)
+        assert fresh is not None and fresh is not kept
+        assert (fresh.count, fresh._seen) == (2, [])
+    await broker.aclose()
+    await first.aclose()
+    await second.aclose()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
@@ -71,15 +72,22 @@ end
 return 1
 """
 
-# KEYS[1] lock, KEYS[2] state; ARGV: token, lease ms.  Takes the lock if free and
-# answers {1, version, json} (nil, nil: no instance), else 0.
+# KEYS[1] lock, KEYS[2] state; ARGV: token, lease ms, the version this process
+# keeps a copy of ('' none).  Takes the lock if free and answers {1, version, json}
+# (nil, nil: no instance; the json left out when the kept version is current),
+# else 0.
 _LOCK_LOAD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local found = redis.call('HMGET', KEYS[2], 'v', 'd')
-  return {1, found[1], found[2]}
+  local version = redis.call('HGET', KEYS[2], 'v')
+  if version and version == ARGV[3] then return {1, version} end
+  return {1, version, redis.call('HGET', KEYS[2], 'd')}
 end
 return 0
 """
+
+#: How many instances, as this process last saved them, a store keeps: an event
+#: on one of them whose version is still current skips reading and decoding it.
+_KEPT = 1024
 
 # KEYS[1] lock; ARGV: token, lease ms.  Renews the lock if the token still holds it.
 _EXTEND = """
@@ -190,6 +198,7 @@ class RedisStore(StateStore):
         # Made on first use: a cluster's client connects as it is made.
         self._sync_client: Any = None
         self._local = KeyLocks()
+        self._kept: OrderedDict[str, ReactiveState] = OrderedDict()
         self._releasing: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -227,8 +236,21 @@ class RedisStore(StateStore):
     async def load_held(self, key: str, cls: type[S], lease: Lease) -> S | None:
         if isinstance(lease, _RenewedLease) and lease.store is self and lease.record is not None:
             found, lease.record = lease.record, None
+            kept, lease.kept = lease.kept, None
+            if len(found) == 1:  # the kept copy is current
+                if type(kept) is cls:
+                    return kept
+                return await self.load(key, cls)
             return _instance(cls, found)
         return await self.load(key, cls)
+
+    def _keep(self, key: str, state: ReactiveState) -> None:
+        """Keep ``state`` as just saved (never one an event may have left half changed:
+        it is taken out of here while an event holds it)."""
+        kept = self._kept
+        kept[key] = state
+        if len(kept) > _KEPT:
+            kept.popitem(last=False)
 
     def load_sync(self, key: str, cls: type[S]) -> S | None:
         try:
@@ -316,6 +338,7 @@ class RedisStore(StateStore):
         if not saved:
             raise StaleState(f"{key} changed since version {expected} was loaded")
         set_stored_version(state, expected + 1)
+        self._keep(key, state)
         if change is not None and not together:
             await broker.publish(change)
 
@@ -389,7 +412,9 @@ class RedisStore(StateStore):
         after Redis last answered (it moves on with every answer)."""
         keys = [self.keys.lock(key), self.keys.state(key)]
         token = uuid.uuid4().hex
-        args = [token, max(1, int(self.lock_lease * 1000))]
+        kept = self._kept.pop(key, None)
+        version = "" if kept is None else stored_version(kept)
+        args = [token, max(1, int(self.lock_lease * 1000)), version]
         loop = asyncio.get_running_loop()
         # The short jittered poll keeps hand-over between workers fast.
         poll = 0.002 + random.random() * 0.003
@@ -404,7 +429,9 @@ class RedisStore(StateStore):
                         raise TimeoutError
                     taken = await self._script(_LOCK_LOAD, keys, args)
                     if taken:
-                        return _RenewedLease(self, key, token, sent, taken[1:])
+                        lease = _RenewedLease(self, key, token, sent, taken[1:])
+                        lease.kept = kept
+                        return lease
                     limit.reschedule(min(deadline, loop.time() + self.socket_timeout))
                     await asyncio.sleep(poll)
         except TimeoutError:
@@ -498,6 +525,7 @@ class _RenewedLease(Lease):
         "_loop",
         "_lost",
         "_watchdog",
+        "kept",
         "key",
         "record",
         "released",
@@ -513,6 +541,7 @@ class _RenewedLease(Lease):
         self.key = key
         self.token = token
         self.record: Any = record
+        self.kept: ReactiveState | None = None
         self.released = False
         # Counted from when the SET was sent: Redis started the expiry later.
         self.valid_until = sent + store.lock_lease
