@@ -12,7 +12,9 @@ and reads the instance (``_LOCK_LOAD``); another saves it if its version is
 still current, appends the change to the replay log and publishes it if a
 page watches the instance (when the broker shares this Redis), and releases
 the lock (``_COMMIT``).  Each round trip has one deadline (``socket_timeout``)
-instead of a timeout per command inside the client.
+instead of a timeout per command inside the client.  The instances this
+process saved last are kept: while the version in Redis is the kept one, the
+first script leaves the instance out and nothing is decoded.
 """
 
 from __future__ import annotations
