@@ -94,6 +94,7 @@ class FastStateMiddleware:
             user_key=user_key,
             max_body_size=max_body_size,
             slow_bodies=SlowBodies(body_timeout),
+            slow_uploads=SlowBodies(upload_timeout),
             trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
             live_signer=URLSafeTimedSerializer(keys, salt="faststate.live"),  # type: ignore[arg-type]
             live_max_age=live_max_age,
@@ -102,8 +103,6 @@ class FastStateMiddleware:
             presence=Presence(store.viewer_table(), broker, heartbeat),
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
         )
-        #: The deadline of upload bodies, which may take far longer than others.
-        self._slow_uploads = SlowBodies(upload_timeout)
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
         self._app_registry: Registry | None = None
@@ -153,9 +152,7 @@ class FastStateMiddleware:
                     guarded = await guard_asgi(scope, receive, send, runtime)
                 else:
                     uploads = scope[UPLOADS_KEY] = Uploads()
-                    guarded = await guard_uploads(
-                        scope, receive, send, runtime, policy, self._slow_uploads, uploads
-                    )
+                    guarded = await guard_uploads(scope, receive, send, runtime, policy, uploads)
                 if isinstance(guarded, Refusal):
                     if not guarded.answered:
                         await refusal_response(guarded)(scope, receive, send)
