@@ -84,7 +84,12 @@ class StateStore(ABC):
 
     @abstractmethod
     def load_sync(self, key: str, cls: type[S]) -> S | None:
-        """``load`` for sync callers (``use_state`` in a sync handler)."""
+        """``load`` for sync callers (``use_state`` in a sync handler).
+
+        Args:
+            key: The instance key.
+            cls: The state class to build it as.
+        """
 
     @abstractmethod
     async def add(self, key: str, state: S, ttl: float | None) -> S:
@@ -101,7 +106,14 @@ class StateStore(ABC):
 
     @abstractmethod
     def add_sync(self, key: str, state: S, ttl: float | None) -> S:
-        """``add`` for sync callers."""
+        """``add`` for sync callers.
+
+        Args:
+            key: The instance key.
+            state: A new instance.
+            ttl: Seconds of idleness before it expires; ``None``: no expiry.
+        """
+
 
     @abstractmethod
     async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None:
