@@ -233,6 +233,30 @@ class ReactiveState(SQLModel):
 
     Public fields and computed fields are the signals the page sees; private
     attributes and ``Field(exclude=True)`` fields never leave the server.
+
+    A ``sqlmodel.SQLModel`` (not a table model): declare fields as on any
+    pydantic model, mark methods with ``@event``, register the class with
+    ``register_state`` and get its instance with ``use_state``.  faststate
+    adds only ``id`` and ``__ft__`` (plus ``__html__``) to the public names,
+    so any field name is free; what it keeps per instance lives in private
+    attributes.  What faststate adds:
+
+        id          str, a uuid4 by default
+        __ft__()    the element carrying data-signals (FastHTML renders it)
+        __html__()  the same element as HTML (Jinja2's {{ state }})
+
+    Everything else on the class (``model_dump``, ``model_copy``,
+    validators...) is pydantic's and SQLModel's.
+
+    Example:
+        ```python
+        class CounterState(ReactiveState):
+            count: int = 0
+
+            @event
+            def increment(self, amount: int = 1):
+                self.count += amount
+        ```
     """
 
     # faststate's own data of each instance (where it lives, the running
@@ -244,6 +268,7 @@ class ReactiveState(SQLModel):
     __slots__ = ("_fs_place", "_fs_tracker", "_fs_version")
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    """A uuid4 string by default; a public field like any other."""
 
     # SQLModel's spelling of ``self``: a field may be called "self".
     def __init__(__pydantic_self__, **data: Any) -> None:
@@ -303,14 +328,26 @@ class ReactiveState(SQLModel):
         BaseModel.__setattr__(self, name, value)
 
     def __ft__(self) -> FT:
-        """An element carrying this instance's public state as ``data-signals``."""
+        """An element carrying this instance's public state as ``data-signals``.
+
+        FastHTML calls it when a state is put into a page (``Titled("Counter",
+        counter, ...)``).
+
+        Returns:
+            A ``<div data-signals=...>`` element, under the instance's namespace.
+        """
         from fasthtml.components import ft_hx
 
         return ft_hx("div", **signal_attributes(self))
 
     def __html__(self) -> str:
         """The element of ``__ft__`` as HTML, for templates that escape (``{{ counter }}``
-        in Jinja2 gives the element, not the escaped repr).  FastHTML asks ``__ft__`` first."""
+        in Jinja2 gives the element, not the escaped repr).  FastHTML asks ``__ft__`` first.
+
+        Returns:
+            ``<div data-signals="..."></div>``.
+        """
+
         attributes = " ".join(
             f'{name}="{html.escape(value)}"' for name, value in signal_attributes(self).items()
         )

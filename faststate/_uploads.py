@@ -83,6 +83,20 @@ class Upload:
     the media types taken (``"image/*"`` for a family; empty: any), as the
     browser declares them; ``max_count`` bounds the files of a
     ``list[UploadFile]`` parameter (10 by default).
+
+    All limits are checked before the event runs; a refusal shows on the
+    page through ``error(state, "<parameter>")``.
+
+    Args:
+        max_size: The largest file accepted, in bytes.
+        accept: Media types accepted (``"image/png"``, ``"image/*"``), one
+            string or several; empty accepts any.  The browser's claim, not
+            sniffed from the bytes.
+        max_count: The most files a ``list[UploadFile]`` parameter takes.
+
+    Raises:
+        ValueError: A limit that is not positive, or an ``accept`` entry that
+            is not a media type.
     """
 
     __slots__ = ("accept", "max_count", "max_size")
@@ -115,6 +129,15 @@ class Upload:
         )
 
     def accepts(self, content_type: str | None) -> bool:
+        """Whether a file of this declared media type is accepted.
+
+        Args:
+            content_type: The file's ``Content-Type`` as the browser sent it.
+
+        Returns:
+            True when ``accept`` is empty or lists the type or its family.
+        """
+
         if not self.accept:
             return True
         kind = media_type(content_type)
