@@ -63,9 +63,7 @@ def test_two_people_chat_and_see_each_other(  # type: ignore[no-untyped-def]
     send(ada, "Ada", "hello Bob")
     for page in (ada, bob):
         expect(page.locator("#count")).to_have_text("2")
-        expect(page.locator("ul.messages li")).to_have_text(
-            ["Bob: anyone here?", "Ada: hello Bob"]
-        )
+        expect(page.locator("ul.messages li")).to_have_text(["Bob: anyone here?", "Ada: hello Bob"])
     assert page_errors(ada) == []
     assert page_errors(bob) == []
 
