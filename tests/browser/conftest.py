@@ -491,7 +491,7 @@ def save_docs_screenshot(page: Any, name: str) -> Path:
 
 @pytest.fixture
 def screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path | None]:
-    """``screenshot(page, name)``: ``save_docs_screenshot``, once per test function.
+    """``screenshot(page, name)``: ``save_docs_screenshot(page, name)`` from this test.
 
     A test parametrized by ``protocol`` runs its steps under both clients, but
     only the v1 run writes the picture (the docs show one page per example).
