@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from datastar_py import ServerSentEventGenerator
 from datastar_py.consts import ElementPatchMode
-from fasthtml.common import Li
+from fasthtml.common import Li, to_xml
 from itsdangerous import BadSignature, TimestampSigner
 from pydantic import BaseModel, PrivateAttr
 from sqlmodel import Field
@@ -188,7 +188,12 @@ def handwritten_app() -> Starlette:
         return Response(body, headers=SSE)
 
     async def add(request: Request) -> Response:
-        """One ``<li>`` appended to the feed, as datastar-py writes it."""
+        """One ``<li>`` appended to the feed, as datastar-py writes it.
+
+        The item is rendered with FastHTML's ``Li``, as the stream's render
+        function does: the figure compares what faststate adds around the
+        rendering, not two ways of writing HTML.
+        """
         try:
             sid = signer.unsign(request.cookies.get("session", "")).decode()
         except BadSignature:
@@ -197,7 +202,7 @@ def handwritten_app() -> Starlette:
         session["count"] += 1
         made = session["count"]
         body = ServerSentEventGenerator.patch_elements(
-            f'<li id="FeedState-items-{made}">item {made}</li>',
+            to_xml(Li(f"item {made}", id=f"FeedState-items-{made}")),
             selector="#FeedState-items",
             mode=ElementPatchMode.APPEND,
         )

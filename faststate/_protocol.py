@@ -1,6 +1,7 @@
 """Datastar wire formats: Server-Sent Events and page attributes.
 
-``v1`` is Datastar 1.0.x, formatted by datastar-py.  ``beta`` is Datastar
+``v1`` is Datastar 1.0.x, as datastar-py writes it (element patches with its
+constants, see ``DatastarV1.patch_elements``).  ``beta`` is Datastar
 1.0.0-beta.11 (the names of the 0.21 line), which datastar-py no longer
 speaks, so it is formatted here.
 """
@@ -14,7 +15,12 @@ from typing import Any, Final, Literal
 
 from datastar_py import ServerSentEventGenerator
 from datastar_py.attributes import action_generator
-from datastar_py.consts import ElementPatchMode
+from datastar_py.consts import (
+    ELEMENTS_DATALINE_LITERAL,
+    MODE_DATALINE_LITERAL,
+    SELECTOR_DATALINE_LITERAL,
+    EventType,
+)
 from datastar_py.sse import SSE_HEADERS as _DATASTAR_SSE_HEADERS
 
 PatchMode = Literal["outer", "inner", "replace", "prepend", "append", "before", "after", "remove"]
@@ -152,13 +158,19 @@ class DatastarV1(Dialect):
         mode: PatchMode = "outer",
         event_id: str | None = None,
     ) -> str:
-        if mode == "remove":
-            if not selector:
-                raise ValueError("mode='remove' needs a selector")
-            return ServerSentEventGenerator.remove_elements(selector, event_id=event_id)
-        return ServerSentEventGenerator.patch_elements(
-            html, selector=selector, mode=ElementPatchMode(mode), event_id=event_id
-        )
+        # datastar-py's patch_elements writes the same lines, but first checks
+        # its argument against a runtime Protocol, which costs Python 3.11 more
+        # (~20 µs) than the rest of a stream append.
+        if mode == "remove" and not selector:
+            raise ValueError("mode='remove' needs a selector")
+        lines = []
+        if mode != "outer":
+            lines.append(f"{MODE_DATALINE_LITERAL} {mode}")
+        if selector:
+            lines.append(f"{SELECTOR_DATALINE_LITERAL} {selector}")
+        if html and mode != "remove":
+            lines.extend(f"{ELEMENTS_DATALINE_LITERAL} {line}" for line in html.splitlines())
+        return _sse(EventType.PATCH_ELEMENTS, lines, event_id)
 
     def redirect(self, url: str) -> str:
         # datastar-py's own redirect puts the URL in quotes unescaped.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from datastar_py import ServerSentEventGenerator
+from datastar_py.consts import ElementPatchMode
 from fasthtml.common import Li, Ul
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,7 +15,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from faststate import ReactiveState, event, on, use_state
-from faststate._protocol import get_protocol
+from faststate._protocol import PATCH_MODES, get_protocol
 
 from .apps import state_app
 
@@ -119,6 +121,30 @@ def test_v1_event_id_and_attributes() -> None:
     )
     assert v1.on_attribute("click") == "data-on:click"
     assert v1.init_attribute() == "data-init"
+
+
+@pytest.mark.parametrize(
+    ("mode", "selector"),
+    [(mode, selector) for mode in sorted(PATCH_MODES) for selector in (None, "#feed")
+     if (mode, selector) != ("remove", None)],  # refused, below
+)
+@pytest.mark.parametrize("html", ["", "<li id=a>x</li>", "<li>one</li>\n<li>two</li>"])
+def test_v1_element_patches_are_written_as_datastar_py_writes_them(
+    mode: str, selector: str | None, html: str
+) -> None:
+    ours = get_protocol("v1").patch_elements(html, selector, mode, event_id="3")  # type: ignore[arg-type]
+    if mode == "remove":
+        theirs = ServerSentEventGenerator.remove_elements(selector or "", event_id="3")
+    else:
+        theirs = ServerSentEventGenerator.patch_elements(
+            html, selector=selector, mode=ElementPatchMode(mode), event_id="3"
+        )
+    assert ours == theirs
+
+
+def test_v1_remove_without_selector_is_refused() -> None:
+    with pytest.raises(ValueError, match="selector"):
+        get_protocol("v1").patch_elements("", None, "remove")
 
 
 def test_unknown_protocol_is_refused() -> None:

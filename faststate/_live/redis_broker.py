@@ -77,7 +77,23 @@ class RedisBroker(Broker):
     takes one of them); beyond that a publish queues for up to
     ``pool_timeout`` seconds instead of failing.  ``socket_timeout`` bounds
     each round trip, so a publish to a stalled Redis cannot hold an event.
+
+    A ``RedisStore`` gives the middleware one on its own URL; build one
+    yourself only to use Redis for live pages with another store.
+
+    Args:
+        url: The Redis URL (``redis+cluster://`` for a Redis Cluster).
+        prefix: Put before every channel and key name (no braces).
+        cluster: True for a Redis Cluster (default: as the URL says).
+        max_connections: Connections per process (per node of a cluster)
+            for publishing.
+        pool_timeout: Seconds a publish waits for a free connection.
+        socket_timeout: Seconds Redis may take to answer one round trip.
+        replay_size: About how many changes the replay log of an instance keeps.
+        replay_window: Seconds the log lives after its last change, and
+            after the last page watching the instance left.
     """
+
 
     def __init__(
         self,
