@@ -122,6 +122,25 @@ class LocalCluster:
                     return port
         raise LookupError(slot)
 
+    def move_slot_of(self, key: str) -> tuple[int, int]:
+        """Migrate the slot of ``key`` (its keys too) to another node, as resharding
+        does; returns (from port, to port)."""
+        slot = _ask(self.ports[0], "CLUSTER", "KEYSLOT", key).strip().lstrip(":")
+        source = self._owner(int(slot))
+        target = next(port for port in self.ports if port != source)
+        ids = {port: _ask(port, "CLUSTER", "MYID").split("\r\n")[1] for port in self.ports}
+        _ask(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        _ask(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        while True:
+            reply = _ask(source, "CLUSTER", "GETKEYSINSLOT", slot, "100").split("\r\n")
+            keys = [line for line in reply[1:] if line and not line.startswith("$")]
+            if not keys:
+                break
+            _ask(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys)
+        for port in self.ports:
+            _ask(port, "CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return source, target
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:

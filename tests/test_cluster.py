@@ -21,7 +21,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from faststate import ReactiveState, RedisStore, StateScope, event, live, use_state
+from faststate._live.broker import Change
 from faststate._redis import RedisKeys
+from faststate._state import stored_version
 
 from .apps import state_app
 from .live import HEADERS, Stream
@@ -187,3 +189,41 @@ def test_a_cluster_url_is_understood(redis_cluster: LocalCluster) -> None:
     assert RedisStore("redis://127.0.0.1:6379/0", cluster=True).cluster
     assert not RedisStore("redis://127.0.0.1:6379/0").cluster
     assert json.dumps(store.keys.state("a")) == '"faststate:state:{a}"'
+
+
+async def test_pages_follow_an_instance_whose_slot_moves_to_another_node(
+    redis_cluster: LocalCluster,
+) -> None:
+    prefix = "cluster-move:"
+    store, other = (RedisStore(redis_cluster.url, prefix=prefix) for _ in range(2))
+    pages, publisher = store.default_broker(), other.default_broker()
+    key = "record:Tile:moving"
+    messages: asyncio.Queue[Any] = asyncio.Queue()
+    await pages.subscribe(key, messages.put_nowait)
+
+    async def commit() -> None:
+        async with other.lock(key) as lease:
+            tile = await other.load_held(key, Tile, lease) or await other.add(key, Tile(), None)
+            tile.count += 1
+            change = Change(key, stored_version(tile) + 1, {"count": tile.count})
+            await other.save_and_publish(key, tile, None, lease, publisher, change)
+
+    async def heard() -> Any:
+        async with asyncio.timeout(5):
+            return await messages.get()
+
+    try:
+        await commit()
+        assert (await heard()).patch == {"count": 1}
+        source, target = redis_cluster.move_slot_of(store.keys.state(key))
+        assert redis_cluster.node_of(store.keys.state(key)) == target != source
+        assert await heard() is None  # told it may have missed something: it reloads
+        await commit()  # published by the new owner, heard on the new subscription
+        assert (await heard()).patch == {"count": 2}
+        await asyncio.sleep(0.2)
+        assert messages.empty()
+    finally:
+        for broker in (pages, publisher):
+            await broker.aclose()
+        for redis_store in (store, other):
+            await redis_store.aclose()

@@ -329,6 +329,9 @@ class RedisBroker(Broker):
                     if confirmed is not None:
                         confirmed.set()
                     continue
+                if kind == "sunsubscribe":
+                    await self._moved(feed, message["channel"].decode())
+                    continue
                 if kind not in ("message", "smessage"):
                     continue
                 change = message_from_json(message["data"])
@@ -344,6 +347,30 @@ class RedisBroker(Broker):
             except (ValueError, KeyError, TypeError) as exc:
                 logger.warning("faststate: ignored a malformed push message: %s", exc)
 
+    async def _moved(self, feed: _Feed, channel: str) -> None:
+        """A cluster node ended a subscription we still want: its slot moved to
+        another node.  Subscribe there, and let the key's pages catch up."""
+        key = next((k for k, of in self._feed_of.items() if of is feed and
+                    self._channel(k) == channel), None)
+        if key is None:
+            return  # our own unsubscribe
+        try:
+            await bounded(self._redis.nodes_manager.initialize(), self.socket_timeout)
+            await bounded(self._follow(key), self.socket_timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("faststate: cannot follow %s to its new node: %s", key, exc)
+        for subscriber in tuple(self._subscribers.get(key, ())):
+            subscriber(None)
+
+    async def _follow(self, key: str) -> None:
+        """Subscribe ``key`` on the feed of the node that owns it now."""
+        channel = self._channel(key)
+        owner = await self._feed_for(channel)
+        self._feed_of[key] = owner
+        await self._subscribe(owner, channel)
+        if owner.reader is None or owner.reader.done():
+            owner.reader = asyncio.create_task(self._read(owner), name="faststate-redis-broker")
+
     async def _reset(self, feed: _Feed) -> None:
         with contextlib.suppress(RedisError, OSError):
             await feed.pubsub.aclose()
@@ -356,9 +383,16 @@ class RedisBroker(Broker):
         try:
             # Watched again first: Redis may have come back without its data.
             await bounded(self._watch(keys), self.socket_timeout)
-            await bounded(
-                self._subscribe(feed, *(self._channel(key) for key in keys)), self.socket_timeout
-            )
+            if self.server.cluster:
+                # Slots may have moved meanwhile: each key to the node owning it now.
+                await bounded(self._redis.nodes_manager.initialize(), self.socket_timeout)
+                for key in keys:
+                    await bounded(self._follow(key), self.socket_timeout)
+            else:
+                await bounded(
+                    self._subscribe(feed, *(self._channel(key) for key in keys)),
+                    self.socket_timeout,
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             logger.debug("faststate: resubscribe failed: %s", exc)
             await self._reset(feed)
