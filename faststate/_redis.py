@@ -27,7 +27,10 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.backoff
 import redis.cluster
+from redis.maint_notifications import MaintNotificationsConfig
 
 T = TypeVar("T")
 
@@ -60,6 +63,10 @@ class Server:
                 max_connections=max_connections,
                 socket_timeout=None,
                 socket_connect_timeout=connect_timeout,
+                # A command whose connection broke may have run: the scripts are
+                # not idempotent, so never sent twice (the caller answers 503).
+                retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+                maint_notifications_config=MaintNotificationsConfig(enabled=False),
             )
         return redis.asyncio.Redis.from_pool(
             redis.asyncio.BlockingConnectionPool.from_url(

@@ -67,6 +67,7 @@ class LocalCluster:
                             "--save", "",
                             "--appendonly", "no",
                             "--dir", str(directory),
+                            "--logfile", "redis.log",
                         ],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,

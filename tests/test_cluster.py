@@ -32,12 +32,21 @@ from .support import run_server
 from .test_workers import _hammer, page_signals, uvicorn
 
 
+class Total(ReactiveState):
+    count: int = 0
+
+
 class Tile(ReactiveState):
     count: int = 0
 
     @event
     def add(self, amount: int = 1) -> None:
         self.count += amount
+
+    @event
+    def add_counted(self, total: Total) -> None:
+        self.count += 1
+        total.count += 1
 
 
 def tile_app(cluster: LocalCluster, prefix: str) -> Any:
@@ -49,9 +58,14 @@ def tile_app(cluster: LocalCluster, prefix: str) -> Any:
         assert url is not None
         return JSONResponse({"url": url.group(1)})
 
+    async def total(request: Request) -> JSONResponse:
+        return JSONResponse(use_state(request, Total).count)
+
     store = RedisStore(cluster.url, prefix=prefix)
     return state_app(
-        {Tile: StateScope.RECORD}, routes=[Route("/tiles/{tile}", page)], store=store
+        {Tile: StateScope.RECORD, Total: StateScope.GLOBAL},
+        routes=[Route("/tiles/{tile}", page), Route("/total", total)],
+        store=store,
     )
 
 
@@ -132,6 +146,42 @@ async def test_events_and_live_pushes_work_across_workers_on_every_node(
                     stream.reader.cancel()
                 for response in responses:
                     await response.__aexit__(None, None, None)
+
+
+async def test_events_on_several_states_on_several_nodes_lose_nothing(
+    redis_cluster: LocalCluster,
+) -> None:
+    prefix = "cluster-many:"
+    tiles = spread_tiles(redis_cluster, prefix)
+    keys = RedisKeys(prefix)
+    assert redis_cluster.node_of(keys.state("global:Total")) in {
+        redis_cluster.node_of(keys.state(f"record:Tile:{tile}")) for tile in tiles
+    }
+    with (
+        run_server(tile_app(redis_cluster, prefix)) as first,
+        run_server(tile_app(redis_cluster, prefix)) as second,
+    ):
+        async with (
+            httpx.AsyncClient(base_url=first, timeout=60) as a,
+            httpx.AsyncClient(base_url=second, timeout=60) as b,
+        ):
+
+            async def post(client: httpx.AsyncClient, tile: str) -> int:
+                path = f"/Tile/add_counted?record_id={tile}"
+                return (await client.post(path, headers=HEADERS, content="{}")).status_code
+
+            statuses = await asyncio.gather(
+                *(post(client, tile) for tile in tiles for client in (a, b) for _ in range(10))
+            )
+            assert statuses == [200] * len(tiles) * 20
+            assert (await a.get("/total")).json() == len(tiles) * 20
+    client = redis.cluster.RedisCluster.from_url(redis_cluster.url.replace("+cluster", ""))
+    try:
+        for tile in tiles:
+            stored = client.hget(keys.state(f"record:Tile:{tile}"), "d")
+            assert json.loads(stored)["fields"]["count"] == 20  # type: ignore[arg-type]
+    finally:
+        client.close()
 
 
 @pytest.fixture

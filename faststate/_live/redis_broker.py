@@ -267,12 +267,23 @@ class RedisBroker(Broker):
         if len(changes) < 2:
             await super().publish_many(changes)
             return
+        answers: list[Any]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for change in changes:
-                    keys = [self._log(change.key), self.keys.watch(change.key)]
-                    pipe.evalsha(_PUBLISH_SHA, 2, *keys, *self.publication(change).args())
-                answers = await bounded(pipe.execute(raise_on_error=False), self.socket_timeout)
+            if self.server.cluster:  # no scripts in a cluster's pipelines: side by side
+                answers = await bounded(
+                    asyncio.gather(
+                        *(self._publish(change) for change in changes), return_exceptions=True
+                    ),
+                    self.socket_timeout,
+                )
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for change in changes:
+                        keys = [self._log(change.key), self.keys.watch(change.key)]
+                        pipe.evalsha(_PUBLISH_SHA, 2, *keys, *self.publication(change).args())
+                    answers = await bounded(
+                        pipe.execute(raise_on_error=False), self.socket_timeout
+                    )
         except (RedisError, OSError, TimeoutError):
             answers = [None] * len(changes)
         # A script unknown to a restarted Redis, or a dropped connection: those
@@ -293,12 +304,13 @@ class RedisBroker(Broker):
         except (RedisError, TimeoutError) as exc:
             logger.warning("faststate: could not publish viewers of %s: %s", key, exc)
 
-    async def _publish(self, change: Change) -> None:
+    async def _publish(self, change: Change) -> bool:
         keys = [self._log(change.key), self.keys.watch(change.key)]
         args = self.publication(change).args()
         await bounded(
             run_script(self._redis, _PUBLISH, _PUBLISH_SHA, keys, args), self.socket_timeout
         )
+        return True
 
     async def replay(self, key: str, after: int) -> list[Change] | None:
         if self.replay_size <= 0:

@@ -365,7 +365,8 @@ class RedisStore(StateStore):
         self, items: Sequence[tuple[str, ReactiveState, float | None]]
     ) -> list[Exception | None]:
         """Every save of one event in one round trip: a pipeline, not a MULTI, as
-        each save checks its own version and the keys may live on different nodes."""
+        each save checks its own version (on a cluster, where pipelines run no
+        scripts, the saves go out side by side)."""
         payloads = [encode(state) for _, state, _ in items]
         answers = await self._save_pipelined(items, payloads)
         if any(isinstance(answer, NoScriptError) for answer in answers):
@@ -386,6 +387,20 @@ class RedisStore(StateStore):
     async def _save_pipelined(
         self, items: Sequence[tuple[str, ReactiveState, float | None]], payloads: list[str]
     ) -> list[Any]:
+        if self.cluster:  # no scripts in a cluster's pipelines: side by side instead
+            return await self._call(
+                asyncio.gather(
+                    *(
+                        self._script(
+                            _SAVE_IF_CURRENT,
+                            [self._key(key)],
+                            [stored_version(state), stored_version(state) + 1, payload, _ms(ttl)],
+                        )
+                        for (key, state, ttl), payload in zip(items, payloads, strict=True)
+                    ),
+                    return_exceptions=True,
+                )
+            )
         sha = _SHA[_SAVE_IF_CURRENT]
         async with self._async.pipeline(transaction=False) as pipe:
             for (key, state, ttl), payload in zip(items, payloads, strict=True):
@@ -395,6 +410,7 @@ class RedisStore(StateStore):
         return answers
 
     async def delete(self, key: str) -> None:
+        self._kept.pop(key, None)
         await self._call(self._async.delete(self._key(key)))
 
     def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
