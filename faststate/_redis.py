@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import urllib.parse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,19 +55,9 @@ class Server:
     def async_client(
         self, *, max_connections: int, pool_timeout: float, connect_timeout: float
     ) -> Any:
-        """The asyncio client.  No per-command socket timeout: callers bound
-        their own waits (one deadline per round trip, see ``bounded``)."""
-        if self.cluster:
-            return redis.asyncio.cluster.RedisCluster.from_url(
-                self.url,
-                max_connections=max_connections,
-                socket_timeout=None,
-                socket_connect_timeout=connect_timeout,
-                # A command whose connection broke may have run: the scripts are
-                # not idempotent, so never sent twice (the caller answers 503).
-                retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-                maint_notifications_config=MaintNotificationsConfig(enabled=False),
-            )
+        """The asyncio client of a single server (a cluster's: ``Router``).  No
+        per-command socket timeout: callers bound their own waits (one deadline
+        per round trip, see ``bounded``)."""
         return redis.asyncio.Redis.from_pool(
             redis.asyncio.BlockingConnectionPool.from_url(
                 self.url,
@@ -78,15 +68,25 @@ class Server:
             )
         )
 
-    def node_client(self, host: str, port: int, *, connect_timeout: float) -> Any:
-        """A plain client of one node of the cluster (its sharded pub/sub), with
-        the URL's credentials and TLS."""
+    def node_client(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float,
+        max_connections: int = 1,
+        pool_timeout: float = 5.0,
+    ) -> Any:
+        """A plain client of one node of the cluster, with the URL's credentials
+        and TLS."""
         parts = urllib.parse.urlsplit(self.url)
         credentials, at, _ = parts.netloc.rpartition("@")
         netloc = f"{credentials}{at}{host}:{port}"
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-        return redis.asyncio.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=connect_timeout
+        return Server(url, False).async_client(
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
         )
 
     def sync_client(self, *, socket_timeout: float) -> Any:
@@ -98,6 +98,111 @@ class Server:
         return redis.Redis.from_url(
             self.url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
         )
+
+
+class Router:
+    """Sends each command to the connection pool of the server, or on a cluster
+    to the pool of the node that owns the command's key.
+
+    On a cluster, a ``RedisCluster`` client only keeps the map of slots to nodes;
+    commands go through one plain client per node, whose pool queues commands
+    beyond ``max_connections`` (for up to ``pool_timeout``) instead of failing.
+    A node that answers MOVED or ASK did not run the command: the map is read
+    again and the command sent once more to the new owner.
+    """
+
+    def __init__(
+        self, server: Server, *, max_connections: int, pool_timeout: float, connect_timeout: float
+    ) -> None:
+        self.server = server
+        self._options = {
+            "max_connections": max_connections,
+            "pool_timeout": pool_timeout,
+            "connect_timeout": connect_timeout,
+        }
+        self._single: Any = None
+        self._map: Any = None
+        if server.cluster:
+            self._map = redis.asyncio.cluster.RedisCluster.from_url(
+                server.url,
+                socket_timeout=None,
+                socket_connect_timeout=connect_timeout,
+                retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+                maint_notifications_config=MaintNotificationsConfig(enabled=False),
+            )
+        else:
+            self._single = server.async_client(
+                max_connections=max_connections,
+                pool_timeout=pool_timeout,
+                connect_timeout=connect_timeout,
+            )
+        self._nodes: dict[str, Any] = {}
+
+    @property
+    def single(self) -> Any:
+        """The one client of a single server (None on a cluster)."""
+        return self._single
+
+    async def node_of(self, key: str) -> tuple[str, str, int]:
+        """(name, host, port) of the node that owns ``key`` (of the server, off a cluster)."""
+        if self._map is None:
+            return "", "", 0
+        await self._map.initialize()
+        node = self._map.get_node_from_key(key)
+        return str(node.name), str(node.host), int(node.port)
+
+    async def client(self, key: str) -> Any:
+        """The client to send a command on ``key`` with."""
+        if self._single is not None:
+            return self._single
+        name, host, port = await self.node_of(key)
+        client = self._nodes.get(name)
+        if client is None:
+            client = self._nodes[name] = self.server.node_client(
+                host,
+                port,
+                connect_timeout=self._options["connect_timeout"],
+                max_connections=int(self._options["max_connections"]),
+                pool_timeout=self._options["pool_timeout"],
+            )
+        return client
+
+    async def by_client(self, names: list[str]) -> list[tuple[Any, list[int]]]:
+        """The positions of ``names`` grouped by the client to send them with
+        (one pipeline per node)."""
+        groups: dict[int, tuple[Any, list[int]]] = {}
+        for position, name in enumerate(names):
+            client = await self.client(name)
+            groups.setdefault(id(client), (client, []))[1].append(position)
+        return list(groups.values())
+
+    async def refresh(self) -> None:
+        """Read the map of slots again (a slot moved)."""
+        if self._map is not None:
+            await self._map.nodes_manager.initialize()
+
+    async def call(self, key: str, command: Callable[[Any], Awaitable[T]]) -> T:
+        """``command(client)`` on the client of ``key``; once more after MOVED or ASK."""
+        try:
+            return await command(await self.client(key))
+        except (redis.exceptions.MovedError, redis.exceptions.AskError):
+            await self.refresh()
+            return await command(await self.client(key))
+
+    async def script(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script whose keys share one slot, on the node that owns them."""
+        return await self.call(
+            keys[0], lambda client: run_script(client, script, sha, keys, args)
+        )
+
+    async def aclose(self) -> None:
+        for client in self._nodes.values():
+            await client.aclose()
+        self._nodes.clear()
+        if self._single is not None:
+            await self._single.aclose()
+        if self._map is not None:
+            await self._map.aclose()
 
 
 class RedisKeys:

@@ -89,7 +89,7 @@ async def test_save_many_saves_each_by_its_own_version(redis_prefix: str, redis_
     assert outcomes[0] is None and isinstance(outcomes[1], StaleState)
     assert [(await store.load(k, Tally)).count for k in "ab"] == [1, 0]  # type: ignore[union-attr]
     # Scripts flushed (a restarted Redis): loaded again, nothing half done.
-    await store._async.script_flush()
+    await store._router.single.script_flush()
     a.__dict__["count"] = 3
     assert await store.save_many([("a", a, None)]) == [None]
     assert (await store.load("a", Tally)).count == 3  # type: ignore[union-attr]
@@ -345,7 +345,7 @@ async def test_a_single_event_takes_two_round_trips(
     assert isinstance(broker, RedisBroker)
     await _commit(store, broker, "k")  # created, scripts known
     sent: list[Any] = []
-    connection_class = store._async.connection_pool.connection_class
+    connection_class = store._router.single.connection_pool.connection_class
     original = connection_class.send_packed_command
 
     async def counted(self: Any, command: Any, check_health: bool = True) -> None:

@@ -17,8 +17,8 @@ import contextlib
 import logging
 from typing import Any
 
+from redis.exceptions import AskError, MovedError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from faststate._live.broker import (
@@ -35,9 +35,9 @@ from faststate._redis import (
     PUBLISH_LUA,
     Publication,
     RedisKeys,
+    Router,
     Server,
     bounded,
-    run_script,
     script_sha,
 )
 
@@ -116,7 +116,8 @@ class RedisBroker(Broker):
         self.replay_window = replay_window
         self.socket_timeout = socket_timeout
         self.max_connections = max_connections
-        self._redis: Any = self.server.async_client(
+        self._router = Router(
+            self.server,
             max_connections=max_connections,
             pool_timeout=pool_timeout,
             connect_timeout=socket_timeout,
@@ -190,16 +191,12 @@ class RedisBroker(Broker):
     async def _feed_for(self, channel: str) -> _Feed:
         """The feed a channel is read from: the server's, or its node's on a cluster."""
         if not self.server.cluster:
-            name, client = "", self._redis
+            name, client = "", self._router.single
         else:
-            await self._redis.initialize()
-            node = self._redis.get_node_from_key(channel)
-            name = node.name
+            name, host, port = await self._router.node_of(channel)
             if name in self._feeds:
                 return self._feeds[name]
-            client = self.server.node_client(
-                node.host, node.port, connect_timeout=self.socket_timeout
-            )
+            client = self.server.node_client(host, port, connect_timeout=self.socket_timeout)
         feed = self._feeds.get(name)
         if feed is None:
             feed = self._feeds[name] = _Feed(name, client)
@@ -215,10 +212,19 @@ class RedisBroker(Broker):
     async def _watch(self, keys: list[str]) -> None:
         """Mark ``keys`` as watched for the next ``replay_window`` seconds."""
         window = max(1, int(self.replay_window * 1000))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.set(self.keys.watch(key), 1, px=window)
-            await pipe.execute()
+        try:
+            await self._watch_once(keys, window)
+        except (MovedError, AskError):
+            await self._router.refresh()  # a slot moved: once more, to its new node
+            await self._watch_once(keys, window)
+
+    async def _watch_once(self, keys: list[str], window: int) -> None:
+        names = [self.keys.watch(key) for key in keys]
+        for client, positions in await self._router.by_client(names):  # a pipeline per node
+            async with client.pipeline(transaction=False) as pipe:
+                for position in positions:
+                    pipe.set(names[position], 1, px=window)
+                await pipe.execute()
 
     async def _keep_watching(self) -> None:
         """Refresh the watch keys of every subscribed instance, a few times per window."""
@@ -277,7 +283,7 @@ class RedisBroker(Broker):
                     self.socket_timeout,
                 )
             else:
-                async with self._redis.pipeline(transaction=False) as pipe:
+                async with self._router.single.pipeline(transaction=False) as pipe:
                     for change in changes:
                         keys = [self._log(change.key), self.keys.watch(change.key)]
                         pipe.evalsha(_PUBLISH_SHA, 2, *keys, *self.publication(change).args())
@@ -295,10 +301,12 @@ class RedisBroker(Broker):
     async def publish_viewers(self, key: str) -> None:
         """Presence notices share the key's channel; a lost one is made up for
         by the next heartbeat's re-read."""
-        message = ViewersChanged(key).to_json()
+        message, channel = ViewersChanged(key).to_json(), self._channel(key)
         try:
             await bounded(
-                self._redis.execute_command(self._command, self._channel(key), message),
+                self._router.call(
+                    channel, lambda client: client.execute_command(self._command, channel, message)
+                ),
                 self.socket_timeout,
             )
         except (RedisError, TimeoutError) as exc:
@@ -308,16 +316,17 @@ class RedisBroker(Broker):
         keys = [self._log(change.key), self.keys.watch(change.key)]
         args = self.publication(change).args()
         await bounded(
-            run_script(self._redis, _PUBLISH, _PUBLISH_SHA, keys, args), self.socket_timeout
+            self._router.script(_PUBLISH, _PUBLISH_SHA, keys, args), self.socket_timeout
         )
         return True
 
     async def replay(self, key: str, after: int) -> list[Change] | None:
         if self.replay_size <= 0:
             return None
+        log = self._log(key)
         try:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await bounded(
-                self._redis.xrange(self._log(key)), self.socket_timeout
+                self._router.call(log, lambda client: client.xrange(log)), self.socket_timeout
             )
         except (RedisError, TimeoutError) as exc:
             logger.warning("faststate: could not read the replay log of %s: %s", key, exc)
@@ -367,7 +376,7 @@ class RedisBroker(Broker):
         if key is None:
             return  # our own unsubscribe
         try:
-            await bounded(self._redis.nodes_manager.initialize(), self.socket_timeout)
+            await bounded(self._router.refresh(), self.socket_timeout)
             await bounded(self._follow(key), self.socket_timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("faststate: cannot follow %s to its new node: %s", key, exc)
@@ -397,7 +406,7 @@ class RedisBroker(Broker):
             await bounded(self._watch(keys), self.socket_timeout)
             if self.server.cluster:
                 # Slots may have moved meanwhile: each key to the node owning it now.
-                await bounded(self._redis.nodes_manager.initialize(), self.socket_timeout)
+                await bounded(self._router.refresh(), self.socket_timeout)
                 for key in keys:
                     await bounded(self._follow(key), self.socket_timeout)
             else:
@@ -421,6 +430,6 @@ class RedisBroker(Broker):
                     await feed.reader
             with contextlib.suppress(RedisError, OSError):
                 await feed.pubsub.aclose()
-            if feed.client is not self._redis:
+            if feed.client is not self._router.single:
                 await feed.client.aclose()
-        await self._redis.aclose()
+        await self._router.aclose()

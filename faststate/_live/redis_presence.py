@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+from redis.exceptions import AskError, MovedError
+
 from faststate._live.presence import Seat, ViewerTable, labels_of
-from faststate._redis import RedisKeys, bounded
+from faststate._redis import RedisKeys, Router, bounded
 
 
 class RedisViewers(ViewerTable):
-    """Seats in Redis, on the store's own connection pools (a server's or a cluster's);
-    each round trip given at most ``timeout`` seconds."""
+    """Seats in Redis, on the store's own connections (a server's, or each node's
+    of a cluster); each round trip given at most ``timeout`` seconds."""
 
     def __init__(
-        self, client: Any, sync: Callable[[], Any], keys: RedisKeys, timeout: float
+        self, router: Router, sync: Callable[[], Any], keys: RedisKeys, timeout: float
     ) -> None:
-        self._redis = client
+        self._router = router
         self._sync = sync
         self._keys = keys
         self._timeout = timeout
@@ -37,27 +39,52 @@ class RedisViewers(ViewerTable):
         await self.refresh((seat,), ttl)
 
     async def remove(self, seat: Seat) -> None:
-        await bounded(self._redis.zrem(self._key(seat.key), _member(seat)), self._timeout)
+        name, member = self._key(seat.key), _member(seat)
+        await bounded(self._router.call(name, lambda c: c.zrem(name, member)), self._timeout)
 
     async def refresh(self, seats: Collection[Seat], ttl: float) -> None:
         if not seats:
             return
-        expiry = _now_ms() + int(ttl * 1000)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in {seat.key for seat in seats}:
-                mine = {_member(s): expiry for s in seats if s.key == key}
-                pipe.zadd(self._key(key), mine)
-                pipe.pexpire(self._key(key), int(ttl * 1000))
-            await bounded(pipe.execute(), self._timeout)
+        expiry, ms = _now_ms() + int(ttl * 1000), int(ttl * 1000)
+        keys = sorted({seat.key for seat in seats})
+        names = [self._key(key) for key in keys]
+
+        async def send() -> None:
+            for client, positions in await self._router.by_client(names):
+                async with client.pipeline(transaction=False) as pipe:
+                    for position in positions:
+                        mine = {_member(s): expiry for s in seats if s.key == keys[position]}
+                        pipe.zadd(names[position], mine)
+                        pipe.pexpire(names[position], ms)
+                    await pipe.execute()
+
+        await bounded(self._moving(send), self._timeout)
 
     async def read(self, keys: Collection[str]) -> dict[str, list[str]]:
         now, ordered = _now_ms(), list(keys)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in ordered:
-                pipe.zremrangebyscore(self._key(key), "-inf", now)
-                pipe.zrange(self._key(key), 0, -1)
-            answers = await bounded(pipe.execute(), self._timeout)
-        return {key: _labels(answers[2 * i + 1]) for i, key in enumerate(ordered)}
+        names = [self._key(key) for key in ordered]
+        labels: dict[str, list[str]] = {}
+
+        async def send() -> None:
+            for client, positions in await self._router.by_client(names):
+                async with client.pipeline(transaction=False) as pipe:
+                    for position in positions:
+                        pipe.zremrangebyscore(names[position], "-inf", now)
+                        pipe.zrange(names[position], 0, -1)
+                    answers = await pipe.execute()
+                for index, position in enumerate(positions):
+                    labels[ordered[position]] = _labels(answers[2 * index + 1])
+
+        await bounded(self._moving(send), self._timeout)
+        return labels
+
+    async def _moving(self, send: Callable[[], Awaitable[None]]) -> None:
+        """``send()``, once more after reading the cluster's map again if a slot moved."""
+        try:
+            await send()
+        except (MovedError, AskError):
+            await self._router.refresh()
+            await send()
 
     def read_sync(self, key: str) -> list[str]:
         return _labels(self._sync().zrangebyscore(self._key(key), _now_ms(), "+inf"))

@@ -34,7 +34,7 @@ from faststate._live.broker import Broker, Change
 from faststate._live.presence import ViewerTable
 from faststate._live.redis_broker import RedisBroker
 from faststate._live.redis_presence import RedisViewers
-from faststate._redis import PUBLISH_LUA, RedisKeys, Server, bounded, run_script, script_sha
+from faststate._redis import PUBLISH_LUA, RedisKeys, Router, Server, bounded, script_sha
 from faststate._state import ReactiveState, set_stored_version, stored_version
 from faststate._stores.base import (
     Lease,
@@ -203,7 +203,8 @@ class RedisStore(StateStore):
         self.socket_timeout = socket_timeout
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
-        self._async: Any = self.server.async_client(
+        self._router = Router(
+            self.server,
             max_connections=max_connections,
             pool_timeout=pool_timeout,
             connect_timeout=socket_timeout,
@@ -211,8 +212,11 @@ class RedisStore(StateStore):
         # Renewals of the leases of long events on connections of their own, so
         # that a queue of commands for the pool can never starve them (and lose
         # a lock held by a healthy event).
-        self._renewer: Any = self.server.async_client(
-            max_connections=4, pool_timeout=socket_timeout, connect_timeout=socket_timeout
+        self._renewer = Router(
+            self.server,
+            max_connections=4,
+            pool_timeout=socket_timeout,
+            connect_timeout=socket_timeout,
         )
         # Made on first use: a cluster's client connects as it is made.
         self._sync_client: Any = None
@@ -246,10 +250,11 @@ class RedisStore(StateStore):
             ) from None
 
     async def _script(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        return await run_script(self._async, script, _SHA[script], keys, args)
+        return await self._router.script(script, _SHA[script], keys, args)
 
     async def load(self, key: str, cls: type[S]) -> S | None:
-        found = await self._call(self._async.hmget(self._key(key), "v", "d"))
+        name = self._key(key)
+        found = await self._call(self._router.call(name, lambda c: c.hmget(name, "v", "d")))
         return _instance(cls, found)
 
     async def load_held(self, key: str, cls: type[S], lease: Lease) -> S | None:
@@ -371,7 +376,7 @@ class RedisStore(StateStore):
         answers = await self._save_pipelined(items, payloads)
         if any(isinstance(answer, NoScriptError) for answer in answers):
             # Redis restarted (or flushed its scripts): nothing ran; load, once more.
-            await self._call(self._async.script_load(_SAVE_IF_CURRENT))
+            await self._call(self._router.single.script_load(_SAVE_IF_CURRENT))
             answers = await self._save_pipelined(items, payloads)
         outcomes: list[Exception | None] = []
         for (key, state, _), answer in zip(items, answers, strict=True):
@@ -402,7 +407,7 @@ class RedisStore(StateStore):
                 )
             )
         sha = _SHA[_SAVE_IF_CURRENT]
-        async with self._async.pipeline(transaction=False) as pipe:
+        async with self._router.single.pipeline(transaction=False) as pipe:
             for (key, state, ttl), payload in zip(items, payloads, strict=True):
                 expected = stored_version(state)
                 pipe.evalsha(sha, 1, self._key(key), expected, expected + 1, payload, _ms(ttl))
@@ -411,7 +416,8 @@ class RedisStore(StateStore):
 
     async def delete(self, key: str) -> None:
         self._kept.pop(key, None)
-        await self._call(self._async.delete(self._key(key)))
+        name = self._key(key)
+        await self._call(self._router.call(name, lambda c: c.delete(name)))
 
     def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
         return self._locked(key)
@@ -495,7 +501,7 @@ class RedisStore(StateStore):
         """Renew a lock this process holds; False if it is no longer ours."""
         ms = max(1, int(seconds * 1000))
         renewed = await bounded(
-            run_script(self._renewer, _EXTEND, _SHA[_EXTEND], [self.keys.lock(key)], [token, ms]),
+            self._renewer.script(_EXTEND, _SHA[_EXTEND], [self.keys.lock(key)], [token, ms]),
             self.socket_timeout,
         )
         return bool(renewed)
@@ -523,7 +529,7 @@ class RedisStore(StateStore):
 
     def viewer_table(self) -> ViewerTable:
         """Seats in Redis on this store's connections, so every worker sees them."""
-        return RedisViewers(self._async, self._sync, self.keys, self.socket_timeout)
+        return RedisViewers(self._router, self._sync, self.keys, self.socket_timeout)
 
     def default_broker(self) -> Broker:
         """Redis pub/sub on the same server, so changes reach every worker's pages
@@ -540,7 +546,7 @@ class RedisStore(StateStore):
     async def aclose(self) -> None:
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
-        await self._async.aclose()
+        await self._router.aclose()
         await self._renewer.aclose()
         if self._sync_client is not None:
             self._sync_client.close()
