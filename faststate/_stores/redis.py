@@ -152,8 +152,8 @@ class RedisStore(StateStore):
       trip (and to accept a connection).
     - ``max_connections`` (50): Redis connections per process (per node of a
       cluster) for events and pages; live pages' pub/sub has a pool of the
-      same size.  On a single server, commands beyond it queue for a free
-      connection rather than fail.  Lease renewals have up to four
+      same size.  Commands beyond it queue for a free connection rather than
+      fail.  Lease renewals have up to four
       connections of their own.
     - ``pool_timeout`` (5 s): how long a command may queue for a connection
       before a 503.
