@@ -6,7 +6,10 @@ one hash slot: one script can lock, load, save, log and publish an instance
 at once.  ``redis+cluster://`` (or ``rediss+cluster://``) URLs, or
 ``cluster=True``, connect to a cluster; there, changes travel by sharded
 pub/sub (``SPUBLISH``/``SSUBSCRIBE``, Redis 7), each on the node that owns
-the instance.
+the instance, and ``Router`` sends every command to the node that owns its
+key (redis-py's asyncio ``RedisCluster`` only keeps the slot map: its own
+pools fail past ``max_connections`` instead of queueing, and under load they
+dropped connections in use).
 
 The publication of a change is one Lua snippet, ``PUBLISH_LUA``, run by the
 broker's own publish script and, when the store and broker share a Redis, as
