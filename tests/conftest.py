@@ -81,8 +81,9 @@ def postgres_url() -> Iterator[str]:
     yield POSTGRES_URL
 
 
-#: The ports of the test cluster (17101-17103; the benchmark's are 17111-17113).
-CLUSTER_PORTS = (17101, 17102, 17103)
+#: The ports of the test cluster: the first free three of 17101-17109 (17111-17113
+#: are the benchmark's), so two test runs at once each get one.
+CLUSTER_PORTS = [(17101, 17102, 17103), (17104, 17105, 17106), (17107, 17108, 17109)]
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +92,10 @@ def redis_cluster() -> Iterator[LocalCluster]:
     reason = missing_binaries()
     if reason is not None:
         require(f"no Redis Cluster can be started: {reason}")
-    cluster = LocalCluster(CLUSTER_PORTS).start()
+    for ports in CLUSTER_PORTS:
+        if not any(_listening("127.0.0.1", port) for port in ports):
+            break
+    cluster = LocalCluster(ports).start()
     try:
         yield cluster
     finally:
