@@ -235,6 +235,7 @@ async def _fanout_delivered_once(subscribers: int) -> tuple[float, float]:
     version = stored_version(committed)
 
     leave = asyncio.Event()
+    all_open = asyncio.Event()
     opened = 0
     armed = False
     delivered: list[float] = []
@@ -248,6 +249,8 @@ async def _fanout_delivered_once(subscribers: int) -> tuple[float, float]:
         nonlocal opened
         if message["type"] == "http.response.start":
             opened += 1
+            if opened == subscribers:
+                all_open.set()
         elif armed and message.get("body", b"").startswith(b"event:"):
             delivered.append(time.perf_counter())
             if len(delivered) == subscribers:
@@ -258,8 +261,7 @@ async def _fanout_delivered_once(subscribers: int) -> tuple[float, float]:
         asyncio.create_task(LiveStream(runtime, [address], [version], None)(request, receive, send))
         for _ in range(subscribers)
     ]
-    while opened < subscribers:  # every stream subscribed and waiting
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_open.wait(), 60)  # every stream subscribed and waiting
     await asyncio.sleep(0.05)
     gc.collect()
     armed = True
