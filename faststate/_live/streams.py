@@ -304,22 +304,25 @@ class LiveStream(Response):
         if position is None:
             return
         known = self.known[position]
+        if change.version == known + 1 and not change.replay and same_incarnation(known + 1, known):
+            await self._emit(send, position, item)  # the next one: the usual case
+            return
         if not same_incarnation(change.version, known):
             # A new stored copy (the store lost its data, the instance was
             # created again): its versions say nothing about what the page has.
             await self._send_full(send, position)
             if change.replay:
-                await self._write(send, self._format_elements(change, self._event_id()))
+                await self._send_pushed(send, position, item)
             return
         if change.version > known + 1 or (change.replay and change.version > known):
             # Some went missing (a lost message, a full queue): the log has them,
             # this one included, unless it no longer reaches back that far.
             await self._catch_up(send, position)
             if change.replay and self.known[position] >= change.version:
-                await self._write(send, self._format_elements(change, self._event_id()))
+                await self._send_pushed(send, position, item)
             return
         if change.replay:  # elements pushed at the version the page has
-            await self._write(send, self._format_elements(change, self._event_id()))
+            await self._send_pushed(send, position, item)
             return
         if change.version <= known:
             return  # already shown (a duplicate)
@@ -344,8 +347,10 @@ class LiveStream(Response):
         # No event id: a viewer list is no version of the state.
         await self._write(send, self.protocol.patch_signals(signals))
 
-    def _format_elements(self, change: Change, event_id: str) -> str:
-        return self.protocol.format_elements(change.elements, event_id)
+    async def _send_pushed(self, send: Send, position: int, item: Outgoing) -> None:
+        """Elements ``push``ed at a version the page has (a replay change has no patch)."""
+        namespace = self.watched[position].namespace
+        await self._write(send, item.text(self.protocol, namespace, self._event_id()))
 
     async def _catch_up(self, send: Send, only: int | None = None) -> None:
         """Bring the page up to the stored version of each instance (or of ``only``):
@@ -368,7 +373,7 @@ class LiveStream(Response):
                 continue
             for change in missed:
                 if change.replay:
-                    await self._write(send, self._format_elements(change, self._event_id()))
+                    await self._send_pushed(send, position, Outgoing(change))
                 else:
                     await self._emit(send, position, Outgoing(change))
 
