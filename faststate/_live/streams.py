@@ -247,7 +247,10 @@ class LiveStream(Response):
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            try:
+                waiter.set_result(None)
+            except RuntimeError:  # its loop is closed: a stream of an app served before
+                self.ended = True
 
     # Response side.
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
