@@ -293,7 +293,14 @@ class LiveStream(Response):
                     self.resync_all = False
                     await self._catch_up(send)
                 elif inbox:
-                    await self._send_change(send, inbox.popleft())
+                    item = inbox.popleft()
+                    position = self._next(item)
+                    if position is None:
+                        await self._send_change(send, item)
+                    else:  # the usual case, kept short: it runs once per stream and change
+                        self.idle_beats = 0
+                        body = self._shown(position, item)
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
                 if self.viewers_due:
                     await self._send_viewers(send)
             except ValueError as exc:  # a value JSON cannot carry: skip it, keep the page
@@ -301,15 +308,24 @@ class LiveStream(Response):
             if self.idle_beats >= 2:  # a heartbeat passed without a write
                 await self._write(send, _HEARTBEAT)
 
+    def _next(self, item: Outgoing) -> int | None:
+        """The position of the instance ``item`` changes if it is the very next
+        change the page needs (nothing missed, no push, no new copy)."""
+        change = item.change
+        position = self.index.get(change.key)
+        if position is None or change.replay:
+            return None
+        known = self.known[position]
+        if change.version == known + 1 and same_incarnation(known + 1, known):
+            return position
+        return None
+
     async def _send_change(self, send: Send, item: Outgoing) -> None:
         change = item.change
         position = self.index.get(change.key)
         if position is None:
             return
         known = self.known[position]
-        if change.version == known + 1 and not change.replay and same_incarnation(known + 1, known):
-            await self._emit(send, position, item)  # the next one: the usual case
-            return
         if not same_incarnation(change.version, known):
             # A new stored copy (the store lost its data, the instance was
             # created again): its versions say nothing about what the page has.
@@ -332,16 +348,22 @@ class LiveStream(Response):
         await self._emit(send, position, item)
 
     async def _emit(self, send: Send, position: int, item: Outgoing) -> None:
-        """Show the page the next change of one instance (formatted once for all pages)."""
+        """Show the page the next change of one instance."""
+        await self._write(send, self._shown(position, item))
+
+    def _shown(self, position: int, item: Outgoing) -> bytes:
+        """What shows the page the next change of one instance (formatted once for
+        all pages, with this page's id); the page now has that version."""
         change = item.change
         self.known[position] = max(self.known[position], change.version)
         event_id = self._event_id()
-        text = b""
         if change.origin is None or change.origin != self.page:
             text = item.text(self.protocol, self.watched[position].namespace, event_id)
+            if text:
+                return text
         # Nothing to show (the page's own event, or a commit that changed
         # nothing): the id alone, so that a reconnect starts from here.
-        await self._write(send, text or f"id: {event_id}\n\n")
+        return f"id: {event_id}\n\n".encode()
 
     async def _send_viewers(self, send: Send) -> None:
         due, self.viewers_due = self.viewers_due, {}
