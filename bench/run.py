@@ -34,7 +34,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import apps  # noqa: E402
-from asgi import EVENT_HEADERS, call, scope, session_cookie  # noqa: E402
+from asgi import EVENT_HEADERS, LivePages, call, scope, session_cookie  # noqa: E402
+
+from faststate import mutate  # noqa: E402
+from faststate._resolve import address_from_key  # noqa: E402
+from faststate._state import stored_version  # noqa: E402
+from faststate._transaction import read  # noqa: E402
 
 REDIS_URL = os.environ.get("FASTSTATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -217,62 +222,35 @@ async def _fanout_delivered_once(subscribers: int) -> tuple[float, float]:
     """Milliseconds from a ``mutate`` of one instance to the moment the last of
     ``subscribers`` live streams handed the change to its ASGI ``send``, and how
     long the ``mutate`` itself took (what an event's caller waits for)."""
-    from faststate import mutate
-    from faststate._live.streams import LiveStream
-    from faststate._resolve import address_from_key
-    from faststate._state import stored_version
-    from faststate._transaction import read
-
     app = apps.faststate_app()
     await session_cookie(app)  # builds the middleware and its runtime
-    registry = app.state.faststate_registry
-    runtime = registry.runtime
-    address = address_from_key(runtime, registry.by_name["CounterState"], "bench")
-    async with mutate(app, apps.CounterState, key="bench") as state:
-        state.count = 0  # the instance exists, at a known version
-    committed = await read(runtime, address)
-    assert committed is not None
-    version = stored_version(committed)
-
-    leave = asyncio.Event()
-    all_open = asyncio.Event()
-    opened = 0
-    armed = False
-    delivered: list[float] = []
-    all_delivered = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        await leave.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:  # the same callable for every stream
-        nonlocal opened
-        if message["type"] == "http.response.start":
-            opened += 1
-            if opened == subscribers:
-                all_open.set()
-        elif armed and message.get("body", b"").startswith(b"event:"):
-            delivered.append(time.perf_counter())
-            if len(delivered) == subscribers:
-                all_delivered.set()
-
-    request = scope("GET", "/_faststate/live", [])
-    tasks = [
-        asyncio.create_task(LiveStream(runtime, [address], [version], None)(request, receive, send))
-        for _ in range(subscribers)
-    ]
-    await asyncio.wait_for(all_open.wait(), 60)  # every stream subscribed and waiting
-    await asyncio.sleep(0.05)
+    runtime, address, version = await _bench_instance(app)
+    pages = LivePages(runtime, address, version, subscribers, time.perf_counter)
+    await pages.ready()
     gc.collect()
-    armed = True
+    pages.arm()
     started = time.perf_counter()
     async with mutate(app, apps.CounterState, key="bench") as state:
         state.count += 1
     answered = time.perf_counter()
-    await asyncio.wait_for(all_delivered.wait(), 60)
-    leave.set()
-    await asyncio.gather(*tasks)
-    return (max(delivered) - started) * 1000, (answered - started) * 1000
+    last = await pages.last_sent()
+    await pages.close()
+    return (last - started) * 1000, (answered - started) * 1000
+
+
+async def _bench_instance(app: Any) -> tuple[Any, Any, int]:
+    """The runtime of ``app``, and the address and stored version of its
+    ``CounterState`` of session ``bench`` (created if need be)."""
+    registry = app.state.faststate_registry
+    runtime = registry.runtime
+    address = address_from_key(runtime, registry.by_name["CounterState"], "bench")
+    committed = await read(runtime, address)
+    if committed is None:
+        async with mutate(app, apps.CounterState, key="bench"):
+            pass
+        committed = await read(runtime, address)
+    assert committed is not None
+    return runtime, address, stored_version(committed)
 
 
 def fanout_delivered(subscribers: dict[str, int], rounds: int) -> dict[str, float]:
@@ -287,7 +265,8 @@ def fanout_delivered(subscribers: dict[str, int], rounds: int) -> dict[str, floa
 
 
 def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
-    """One change published by this process, received by ``subscribers`` streams in another."""
+    """A ``mutate`` in this process (a ``RedisStore`` app), to the moment the last of
+    ``subscribers`` live streams of another worker handed the change to its ``send``."""
     try:
         import redis
 
@@ -295,31 +274,49 @@ def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
     except Exception as exc:
         print(f"fanout_redis skipped: Redis unreachable ({exc})", file=sys.stderr)
         return {"fanout_redis_ms": None}
+    return {"fanout_redis_ms": statistics.median(asyncio.run(_fanout_redis(subscribers, rounds)))}
+
+
+async def _fanout_redis(subscribers: int, rounds: int) -> list[float]:
+    import redis.asyncio
+
+    from faststate import RedisStore
+
+    prefix = f"faststate-bench:{os.getpid()}:"
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    app = apps.faststate_app(store)
+    await session_cookie(app)
+    await _bench_instance(app)  # the instance the worker's pages show
     results = []
-    for _ in range(rounds):
-        worker = subprocess.Popen(
-            [sys.executable, str(HERE / "fanout_worker.py"), REDIS_URL, str(subscribers)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert worker.stdout is not None
-        if worker.stdout.readline().strip() != "ready":
-            raise RuntimeError("fan-out worker did not start")
-        import redis as redis_sync
-
-        from faststate._live.broker import Change
-
-        client = redis_sync.Redis.from_url(REDIS_URL)
-        time.sleep(0.2)  # the subscription is confirmed before "ready"; let it settle
-        sent = time.time()
-        client.publish(
-            "faststate-bench:push:global:X", Change("global:X", 1, {"t": sent}).to_json()
-        )
-        line = worker.stdout.readline()
-        worker.wait(10)
-        client.close()
-        results.append(json.loads(line)["last_received"] - sent)
-    return {"fanout_redis_ms": statistics.median(results) * 1000}
+    try:
+        for _ in range(rounds):
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(HERE / "fanout_worker.py"),
+                REDIS_URL,
+                prefix,
+                str(subscribers),
+                stdout=subprocess.PIPE,
+            )
+            assert worker.stdout is not None
+            if (await worker.stdout.readline()).strip() != b"ready":
+                raise RuntimeError("fan-out worker did not start")
+            await asyncio.sleep(0.2)
+            sent = time.time()
+            async with mutate(app, apps.CounterState, key="bench") as state:
+                state.count += 1
+            line = await asyncio.wait_for(worker.stdout.readline(), 60)
+            await asyncio.wait_for(worker.wait(), 30)
+            results.append((json.loads(line)["last_sent"] - sent) * 1000)
+    finally:
+        runtime = app.state.faststate_registry.runtime
+        await runtime.broker.aclose()
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        async for key in client.scan_iter(f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()
+        await store.aclose()
+    return results
 
 
 def _free_port() -> int:
