@@ -512,7 +512,7 @@ def run(quick: bool) -> dict[str, Any]:
     figures.update(bytes_per_session(1000 if quick else 100_000))
     fanout_counts = {"1k": 100, "10k": 100} if quick else {"1k": 1000, "10k": 10_000}
     figures.update(fanout_delivered(fanout_counts, 3 if quick else 5))
-    figures.update(fanout_redis(1000, 1 if quick else 5))
+    figures.update(fanout_redis(100 if quick else 1000, 1 if quick else 5))
     figures.update(over_http(1 if quick else 10))
     figures.update(upload_rss(4 if quick else 50))
     return figures
