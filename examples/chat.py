@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
-from fasthtml.common import B, Button, Div, FastHTML, Input, Li, Small, Span, Titled, Ul
+from fasthtml.common import B, Button, Div, FastHTML, Input, Li, Small, Span, Style, Titled, Ul
 from pydantic import BaseModel, StringConstraints
 
 from faststate import (
@@ -31,6 +32,9 @@ from faststate import (
     viewer_count,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -65,7 +69,7 @@ class ChatRoom(ReactiveState):
 
 def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
     app = FastHTML(
-        hdrs=(datastar_script(protocol=protocol),),
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         secret_key="chat-example",
@@ -82,15 +86,27 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
         return Titled(
             "Chat",
             room,
-            Div("Messages: ", Span(**text(room, "count"), id="count")),
-            Div("Online now: ", Span(**viewer_count(room), id="online")),
-            stream_view(room, "messages", Ul),
+            Div(
+                Span(Span(**text(room, "count"), id="count", cls="badge"), " messages"),
+                Span(Span(**viewer_count(room), id="online", cls="badge live"), " online now"),
+                cls="meta",
+            ),
+            stream_view(room, "messages", Ul, cls="messages"),
             # The inputs are this page's own signals, sent as the event's parameters.
-            Input(data_bind="name", placeholder="your name", id="name"),
-            Small(**error(room, "name"), id="name-error"),
-            Input(data_bind="message", placeholder="say something", id="message"),
-            Small(**error(room, "message"), id="message-error"),
-            Button("Send", **on("click", room.send), id="send"),
+            Div(
+                Div(
+                    Input(data_bind="name", placeholder="your name", id="name"),
+                    Small(**error(room, "name"), id="name-error", cls="error"),
+                    cls="field",
+                ),
+                Div(
+                    Input(data_bind="message", placeholder="say something", id="message"),
+                    Small(**error(room, "message"), id="message-error", cls="error"),
+                    cls="field grow",
+                ),
+                Button("Send", **on("click", room.send), id="send"),
+                cls="row top",
+            ),
             Div(**live(req), id="live"),
         )
 

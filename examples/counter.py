@@ -16,8 +16,9 @@ Several workers:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from fasthtml.common import Button, Div, FastHTML, P, Span, Titled
+from fasthtml.common import Button, Div, FastHTML, P, Span, Style, Titled
 
 from faststate import (
     FastStateMiddleware,
@@ -33,6 +34,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class CounterState(ReactiveState):
@@ -50,7 +54,9 @@ class CounterState(ReactiveState):
 def create_app(
     protocol: str = "v1", redis_url: str | None = None, database_url: str | None = None
 ) -> FastHTML:
-    app = FastHTML(hdrs=(datastar_script(protocol=protocol),), htmx=False, surreal=False)
+    app = FastHTML(
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)), htmx=False, surreal=False
+    )
     app.add_middleware(
         FastStateMiddleware,
         protocol=protocol,
@@ -65,11 +71,22 @@ def create_app(
         return Titled(
             "Counter",
             counter,
-            P("Count: ", Span(**text(counter, "count"), id="count")),
-            Button("+1", **on("click", counter.increment, amount=1), id="inc"),
-            Button("+5", **on("click", counter.increment, amount=5), id="inc5"),
-            Button("Reset", **on("click", counter.reset), id="reset"),
-            # Other tabs of the same session follow along.
+            P(
+                Span("Count", cls="label"),
+                Span(**text(counter, "count"), id="count", cls="big"),
+                cls="stat",
+            ),
+            Div(
+                Button("+1", **on("click", counter.increment, amount=1), id="inc"),
+                Button("+5", **on("click", counter.increment, amount=5), id="inc5"),
+                Button("Reset", **on("click", counter.reset), id="reset", cls="quiet"),
+                cls="row",
+            ),
+            P(
+                "This count is yours: every visitor has their own, and your other tabs follow.",
+                cls="muted",
+            ),
+            # This is what makes the other tabs of the same session follow along.
             Div(**live(req), id="live"),
         )
 

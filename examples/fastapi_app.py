@@ -11,6 +11,7 @@ The page is built with FastHTML's components (any HTML works).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from fasthtml.common import (
     H2,
     Body,
     Button,
+    Div,
     Head,
     Html,
     Input,
@@ -65,22 +67,8 @@ Email = Annotated[
     str, StringConstraints(strip_whitespace=True, to_lower=True), AfterValidator(an_address)
 ]
 
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 32rem; margin: 3rem auto; padding: 0 1rem;
-       line-height: 1.5; color: #1f2933; }
-section { margin-bottom: 2.5rem; }
-.count { font-size: 2rem; font-weight: 700; margin-right: 1rem; }
-label { display: block; font-weight: 600; }
-input { display: block; width: 100%; box-sizing: border-box; padding: .5rem .6rem;
-        margin-top: .25rem; border: 1px solid #9aa5b1; border-radius: 6px; font: inherit; }
-input[aria-invalid=true] { border-color: #c81e1e; background: #fff5f5; }
-button { padding: .5rem 1.2rem; margin-right: .5rem; font: inherit; font-weight: 600; color: white;
-         background: #2563eb; border: 0; border-radius: 6px; cursor: pointer; }
-button:hover { background: #1d4ed8; }
-#subscribe { display: block; margin-top: 1rem; }
-.error { display: block; color: #c81e1e; margin-top: .25rem; }
-.ok { color: #047857; font-weight: 600; }
-"""
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class Counter(ReactiveState):
@@ -118,19 +106,27 @@ def page(counter: Counter, letter: Newsletter, protocol: str) -> str:
             Body(
                 Main(
                     H1("faststate on FastAPI"),
+                    P("Routes get their state with UseState; GET /api/count reads it.", cls="lead"),
                     counter,
                     letter,
                     Section(
                         H2("Counter"),
-                        Span(**text(counter, "count"), id="count", cls="count"),
-                        Button("+1", **on("click", counter.increment), id="inc"),
-                        Button("+10", **on("click", counter.increment, amount=10), id="inc10"),
+                        Div(
+                            Span(**text(counter, "count"), id="count", cls="big"),
+                            Button("+1", **on("click", counter.increment), id="inc"),
+                            Button("+10", **on("click", counter.increment, amount=10), id="inc10"),
+                            cls="row",
+                        ),
+                        cls="card",
                     ),
                     Section(
                         H2("Newsletter"),
                         Label("Email", Input(**bind(letter, "email"), id="email", type="email")),
                         Small(**error(letter, "email"), id="email-error", cls="error"),
-                        Button("Subscribe", **on("click", letter.subscribe), id="subscribe"),
+                        Div(
+                            Button("Subscribe", **on("click", letter.subscribe), id="subscribe"),
+                            cls="actions",
+                        ),
                         P(
                             "Subscribed: ",
                             Span(**text(letter, "subscribed")),
@@ -138,6 +134,7 @@ def page(counter: Counter, letter: Newsletter, protocol: str) -> str:
                             cls="ok",
                             data_show=f"!!{ref(letter, 'subscribed')}",
                         ),
+                        cls="card",
                     ),
                 )
             ),

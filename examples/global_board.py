@@ -9,9 +9,10 @@ the poll through Redis.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
-from fasthtml.common import Button, Div, FastHTML, Li, Span, Titled, Ul
+from fasthtml.common import Button, Div, FastHTML, Li, P, Span, Style, Titled, Ul
 from pydantic import computed_field
 from sqlmodel import Field
 
@@ -29,6 +30,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 Choice = Literal["tea", "coffee", "water"]
 
@@ -48,7 +52,7 @@ class Poll(ReactiveState):
 
 def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
     app = FastHTML(
-        hdrs=(datastar_script(protocol=protocol),),
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         secret_key="board-example",
@@ -64,6 +68,7 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
         return Titled(
             "What do we drink?",
             poll,
+            P("One poll for everyone: each vote shows on every open page.", cls="lead"),
             Ul(
                 *(
                     Li(
@@ -74,13 +79,14 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
                         Span(
                             **{"data-text": f"{ref(poll, 'votes')}.{choice}"},
                             id=f"votes-{choice}",
+                            cls="badge",
                         ),
                     )
                     for choice in ("tea", "coffee", "water")
-                )
+                ),
+                cls="poll",
             ),
-            "Total: ",
-            Span(**text(poll, "total"), id="total"),
+            P("Total: ", Span(**text(poll, "total"), id="total"), " votes", cls="muted"),
             Div(**live(req), id="live"),
         )
 

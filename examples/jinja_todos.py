@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+from markupsafe import Markup
 from pydantic import BaseModel, StringConstraints
 from sqlmodel import Field
 from starlette.applications import Starlette
@@ -34,6 +35,8 @@ from faststate.templating import install
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 install(templates)
+# The stylesheet all the examples share, for base.html's <style> (trusted: our own file).
+templates.env.globals["stylesheet"] = Markup(Path(__file__).with_name("style.css").read_text())
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 

@@ -7,13 +7,18 @@ Run:  python examples/profile.py   (serves http://127.0.0.1:5005)
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from fasthtml.common import (
+    H2,
     A,
     Beforeware,
     Button,
+    Dd,
     Div,
+    Dl,
+    Dt,
     FastHTML,
     Form,
     Input,
@@ -21,6 +26,7 @@ from fasthtml.common import (
     RedirectResponse,
     Small,
     Span,
+    Style,
     Titled,
 )
 from pydantic import StringConstraints
@@ -41,6 +47,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
 USERNAME = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -86,7 +95,7 @@ def require_login(req, sess):  # type: ignore[no-untyped-def]
 
 def create_app(protocol: str = "v1") -> FastHTML:
     app = FastHTML(
-        hdrs=(datastar_script(protocol=protocol),),
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         secret_key="profile-example",
@@ -99,11 +108,13 @@ def create_app(protocol: str = "v1") -> FastHTML:
     def login_form():  # type: ignore[no-untyped-def]
         return Titled(
             "Log in",
+            P("Any user name will do (a-z, 0-9, _): no password in this example.", cls="lead"),
             Form(
                 Input(name="username", placeholder="username", id="username"),
                 Button("Log in", type="submit", id="login"),
                 method="post",
                 action="/login",
+                cls="row",
             ),
         )
 
@@ -126,23 +137,45 @@ def create_app(protocol: str = "v1") -> FastHTML:
         return Titled(
             "Profile",
             profile,
-            P("Logged in as ", Span(req.scope["auth"], id="user")),
-            P("Display name: ", Span(**text(profile, "display_name"), id="display-name")),
-            P("Likes: ", Span(**text(profile, "likes"), id="likes")),
+            P(
+                "Logged in as ",
+                Span(req.scope["auth"], id="user", cls="badge"),
+                " (",
+                A("log out", href="/logout", id="logout"),
+                "): every browser of this user shows the same profile.",
+                cls="muted",
+            ),
+            Dl(
+                Dt("Display name"),
+                Dd(Span(**text(profile, "display_name"), id="display-name")),
+                Dt("Likes"),
+                Dd(
+                    Span(**text(profile, "likes"), id="likes", cls="badge"),
+                    Button("Like", **on("click", profile.like), id="like", cls="quiet small"),
+                ),
+                Dt("Avatar"),
+                Dd(Span(**text(profile, "avatar"), id="avatar", cls="or-none")),
+                cls="facts",
+            ),
+            H2("Rename"),
             # The page's own "display_name" signal is the event's parameter.
-            Input(data_bind="display_name", placeholder="new display name", id="new-name"),
-            Button("Rename", **on("click", profile.rename), id="rename"),
-            Small(**error(profile, "display_name"), id="name-error"),
-            Button("Like", **on("click", profile.like), id="like"),
-            P("Avatar: ", Span(**text(profile, "avatar"), id="avatar")),
+            Div(
+                Input(data_bind="display_name", placeholder="new display name", id="new-name"),
+                Button("Rename", **on("click", profile.rename), id="rename"),
+                cls="row",
+            ),
+            Small(**error(profile, "display_name"), id="name-error", cls="error"),
+            H2("Avatar"),
             # FastHTML's Form is multipart: form=True posts its fields, files included.
             Form(
-                Input(type="file", name="avatar", accept="image/*", id="avatar-file"),
-                Button("Upload avatar", id="upload"),
-                Small(**error(profile, "avatar"), id="avatar-error"),
+                Div(
+                    Input(type="file", name="avatar", accept="image/*", id="avatar-file"),
+                    Button("Upload avatar", id="upload"),
+                    cls="row",
+                ),
+                Small(**error(profile, "avatar"), id="avatar-error", cls="error"),
                 **on("submit", profile.set_avatar, form=True),
             ),
-            P(A("log out", href="/logout", id="logout")),
             # Every session of this user follows along.
             Div(**live(req), id="live"),
         )

@@ -16,6 +16,7 @@ and the product page says how many people are looking at it (presence).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 from fasthtml.common import (
@@ -64,20 +65,8 @@ PRODUCTS: dict[str, tuple[str, str]] = {
 }
 STOCK = 5
 
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 44rem; margin: 2.5rem auto; padding: 0 1rem;
-       line-height: 1.5; color: #1f2933; }
-nav { display: flex; gap: 1.2rem; margin-bottom: 1.5rem; }
-nav a, a { color: #2563eb; }
-article { border: 1px solid #d9e2ec; border-radius: 8px; padding: 1rem 1.2rem; margin: 1rem 0; }
-button { padding: .45rem 1.1rem; font: inherit; font-weight: 600; color: white; cursor: pointer;
-         background: #2563eb; border: 0; border-radius: 6px; }
-button.quiet { background: #e4e7eb; color: #1f2933; padding: .2rem .6rem; }
-.error { display: block; color: #c81e1e; margin-top: .4rem; }
-.muted { color: #616e7c; }
-ul.cart { padding-left: 1.1rem; }
-ul.cart li { margin: .3rem 0; }
-"""
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class Product(ReactiveState):
@@ -122,8 +111,12 @@ def cart_panel(cart: Cart) -> Any:
     rows = [
         Li(
             f"{PRODUCTS[sku][0]}, {quantity} ",
-            Button("remove one", **on("click", cart.remove, record_id=sku), cls="quiet",
-                   id=f"remove-{sku}"),
+            Button(
+                "remove one",
+                **on("click", cart.remove, record_id=sku),
+                cls="quiet small",
+                id=f"remove-{sku}",
+            ),
         )
         for sku, quantity in sorted(cart.items.items())
     ]
@@ -169,8 +162,14 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
             Li(A(name, href=f"/products/{sku}", id=f"link-{sku}"), " ", Small(blurb, cls="muted"))
             for sku, (name, blurb) in PRODUCTS.items()
         ]
-        return page("Shop", H2("Products"), Ul(*listing), cart, cart_panel(cart),
-                    Div(**live(req), id="live"))
+        return page(
+            "Shop",
+            H2("Products"),
+            Ul(*listing, cls="products"),
+            cart,
+            cart_panel(cart),
+            Div(**live(req), id="live"),
+        )
 
     @app.route("/cart")
     def cart_page(req):  # type: ignore[no-untyped-def]
@@ -190,9 +189,12 @@ def create_app(protocol: str = "v1", redis_url: str | None = None) -> FastHTML:
             Article(
                 H2(name),
                 P(blurb),
-                P(Span(**text(product, "stock"), id="stock"), " left in stock"),
-                P(Span(**viewer_count(product), id="viewers"), " people looking at this now",
-                  cls="muted"),
+                P(Span(**text(product, "stock"), id="stock", cls="badge"), " left in stock"),
+                P(
+                    Span(**viewer_count(product), id="viewers", cls="badge live"),
+                    " people looking at this now",
+                    cls="muted",
+                ),
                 Button("Add to cart", **on("click", cart.add, record_id=record_id), id="add"),
             ),
             cart_panel(cart),

@@ -10,11 +10,13 @@ a type cannot say.  What the user typed stays in the form until it is accepted.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fasthtml.common import (
     Article,
     Button,
+    Div,
     FastHTML,
     Fieldset,
     Input,
@@ -50,21 +52,8 @@ Email = Annotated[
 ]
 CLOSED_DOMAINS = ("example.org", "example.net")
 
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 32rem; margin: 3rem auto; padding: 0 1rem;
-       line-height: 1.5; color: #1f2933; }
-label { display: block; margin-top: 1rem; font-weight: 600; }
-input[type=text], input[type=email], input[type=number] {
-       display: block; width: 100%; box-sizing: border-box; padding: .5rem .6rem;
-       margin-top: .25rem; border: 1px solid #9aa5b1; border-radius: 6px; font: inherit; }
-input[aria-invalid=true] { border-color: #c81e1e; background: #fff5f5; }
-input[type=checkbox] { margin-right: .4rem; }
-small.error, p.error { display: block; color: #c81e1e; margin-top: .25rem; }
-fieldset { border: 0; padding: 0; margin: 0; }
-button { margin-top: 1.5rem; padding: .6rem 1.4rem; font: inherit; font-weight: 600; color: white;
-         background: #2563eb; border: 0; border-radius: 6px; cursor: pointer; }
-button:hover { background: #1d4ed8; }
-"""
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class Signup(ReactiveState):
@@ -116,6 +105,7 @@ def create_app(protocol: str = "v1") -> FastHTML:
         return Titled(
             "Sign up",
             signup,
+            P("The server checks each field and says why next to it.", cls="lead"),
             Fieldset(
                 *field(signup, "name", "Your name", type="text", autocomplete="name"),
                 *field(signup, "email", "Email", type="email", autocomplete="email"),
@@ -127,7 +117,7 @@ def create_app(protocol: str = "v1") -> FastHTML:
                 Small(**error(signup, "agree"), id="agree-error", cls="error"),
                 # A message naming no field: the event failed for another reason.
                 P(**error(signup), id="form-error", cls="error"),
-                Button("Sign up", **on("click", signup.submit), id="submit"),
+                Div(Button("Sign up", **on("click", signup.submit), id="submit"), cls="actions"),
             ),
         )
 
@@ -141,7 +131,10 @@ def create_app(protocol: str = "v1") -> FastHTML:
             signup,
             Article(
                 P(f"We will write to {signup.email}.", id="welcome"),
-                Button("Sign up someone else", **on("click", signup.start_over), id="again"),
+                Div(
+                    Button("Sign up someone else", **on("click", signup.start_over), id="again"),
+                    cls="actions",
+                ),
             ),
         )
 

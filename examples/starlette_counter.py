@@ -6,6 +6,7 @@ Run:  python examples/starlette_counter.py   (serves http://127.0.0.1:5002)
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +25,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import DATASTAR_BETA_SRC, DATASTAR_V1_SRC
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class CounterState(ReactiveState):
@@ -45,12 +49,27 @@ def create_app(protocol: str = "v1") -> Starlette:
         counter = use_state(request, CounterState)
         return HTMLResponse(
             f"""<!doctype html>
-<html><head><title>Counter</title><script type="module" src="{src}"></script></head>
-<body>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Counter</title>
+  <script type="module" src="{src}"></script>
+  <style>{STYLE}</style>
+</head>
+<body><main>
+  <h1>Counter</h1>
+  <p class="lead">Plain Starlette: the page is an f-string.</p>
   <div {attrs(signals(counter))}></div>
-  <p>Count: <span id="count" {attrs(text(counter, "count"))}></span></p>
-  <button id="inc" {attrs(on("click", counter.increment, amount=1))}>+1</button>
-</body></html>"""
+  <p class="stat">
+    <span class="label">Count</span>
+    <span id="count" class="big" {attrs(text(counter, "count"))}></span>
+  </p>
+  <div class="row">
+    <button id="inc" {attrs(on("click", counter.increment, amount=1))}>+1</button>
+  </div>
+</main></body>
+</html>"""
         )
 
     app = Starlette(routes=[Route("/", index)])

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from fasthtml.common import Button, Div, FastHTML, P, Span, Titled
+from fasthtml.common import Button, Div, FastHTML, P, Span, Style, Titled
 
 from faststate import (
     FastStateMiddleware,
@@ -25,6 +26,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class Ticker(ReactiveState):
@@ -53,7 +57,7 @@ def create_app(protocol: str = "v1", interval: float = 1.0) -> FastHTML:
             await task
 
     app = FastHTML(
-        hdrs=(datastar_script(protocol=protocol),),
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         secret_key="ticker-example",
@@ -68,9 +72,14 @@ def create_app(protocol: str = "v1", interval: float = 1.0) -> FastHTML:
         return Titled(
             "Ticker",
             ticker,
-            P("Ticks: ", Span(**text(ticker, "ticks"), id="ticks")),
-            P("Running: ", Span(**text(ticker, "running"), id="running")),
-            Button("pause / resume", **on("click", ticker.toggle), id="toggle"),
+            P("A task on the server counts once a second; every open page follows.", cls="lead"),
+            P(
+                Span("Ticks", cls="label"),
+                Span(**text(ticker, "ticks"), id="ticks", cls="big"),
+                cls="stat",
+            ),
+            P("Running: ", Span(**text(ticker, "running"), id="running", cls="badge")),
+            Div(Button("pause / resume", **on("click", ticker.toggle), id="toggle"), cls="row"),
             Div(**live(req), id="live"),
         )
 

@@ -6,6 +6,7 @@ Run:  python examples/todos.py   (serves http://127.0.0.1:5003/lists/groceries)
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 from fasthtml.common import (
@@ -19,6 +20,7 @@ from fasthtml.common import (
     RedirectResponse,
     Small,
     Span,
+    Style,
     Titled,
     Ul,
 )
@@ -38,6 +40,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -85,21 +90,26 @@ def render_items(todos: TodoList) -> Any:
                     "done" if not item.done else "undo",
                     **on("click", todos.toggle, item_id=item.id),
                     id=f"toggle-{item.id}",
+                    cls="quiet small",
                 ),
                 Button(
-                    "delete", **on("click", todos.remove, item_id=item.id), id=f"remove-{item.id}"
+                    "delete",
+                    **on("click", todos.remove, item_id=item.id),
+                    id=f"remove-{item.id}",
+                    cls="quiet small",
                 ),
                 id=f"item-{item.id}",
             )
             for item in todos.items
         ),
         id="items",
+        cls="todos",
     )
 
 
 def create_app(protocol: str = "v1") -> FastHTML:
     app = FastHTML(
-        hdrs=(datastar_script(protocol=protocol),),
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         secret_key="todos-example",
@@ -117,13 +127,20 @@ def create_app(protocol: str = "v1") -> FastHTML:
         return Titled(
             f"Todo list: {id}",
             todos,
+            P("Everyone at this address shares the list and sees changes live.", cls="lead"),
             # The page's own "title" signal is the event's parameter.
-            Input(data_bind="title", placeholder="What needs doing?", id="new-title"),
-            Button("Add", **on("click", todos.add), id="add"),
-            Small(**error(todos, "title"), id="title-error"),
+            Div(
+                Input(data_bind="title", placeholder="What needs doing?", id="new-title"),
+                Button("Add", **on("click", todos.add), id="add"),
+                cls="row",
+            ),
+            Small(**error(todos, "title"), id="title-error", cls="error"),
             render_items(todos),
-            Button("Clear done", **on("click", todos.clear_done), id="clear-done"),
-            P(A("another list", href="/lists/chores", id="other-list")),
+            Div(
+                Button("Clear done", **on("click", todos.clear_done), id="clear-done", cls="quiet"),
+                A("another list", href="/lists/chores", id="other-list"),
+                cls="row",
+            ),
             # Everyone looking at this list sees changes as they happen.
             Div(**live(req), id="live"),
         )

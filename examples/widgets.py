@@ -7,9 +7,10 @@ Run:  python examples/widgets.py   (serves http://127.0.0.1:5004)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fasthtml.common import H2, Button, Div, FastHTML, Span, Titled
+from fasthtml.common import H2, Button, Div, FastHTML, P, Span, Style, Titled
 
 from faststate import (
     FastStateMiddleware,
@@ -23,6 +24,9 @@ from faststate import (
     use_state,
 )
 from faststate.fasthtml import datastar_script
+
+#: The stylesheet all the examples share.
+STYLE = Path(__file__).with_name("style.css").read_text()
 
 
 class Stepper(ReactiveState):
@@ -46,20 +50,29 @@ def stepper_view(name: str, stepper: Stepper) -> Any:
     return Div(
         stepper,
         H2(name),
-        Span(**text(stepper, "value"), id=f"{name}-value"),
-        " (step ",
-        Span(**text(stepper, "step"), id=f"{name}-step"),
-        ")",
-        Button("-", **on("click", stepper.down), id=f"{name}-down"),
-        Button("+", **on("click", stepper.up), id=f"{name}-up"),
-        Button("step 10", **on("click", stepper.set_step, step=10), id=f"{name}-step10"),
+        P(
+            Span(**text(stepper, "value"), id=f"{name}-value", cls="big"),
+            Span(" (step ", Span(**text(stepper, "step"), id=f"{name}-step"), ")", cls="muted"),
+        ),
+        Div(
+            Button("-", **on("click", stepper.down), id=f"{name}-down"),
+            Button("+", **on("click", stepper.up), id=f"{name}-up"),
+            Button(
+                "step 10",
+                **on("click", stepper.set_step, step=10),
+                id=f"{name}-step10",
+                cls="quiet",
+            ),
+            cls="row",
+        ),
         id=f"widget-{name}",
+        cls="card",
     )
 
 
 def create_app(protocol: str = "v1") -> FastHTML:
     app = FastHTML(
-        hdrs=(datastar_script(protocol=protocol),),
+        hdrs=(datastar_script(protocol=protocol), Style(STYLE)),
         htmx=False,
         surreal=False,
         secret_key="widgets-example",
@@ -71,7 +84,12 @@ def create_app(protocol: str = "v1") -> FastHTML:
     def index(req):  # type: ignore[no-untyped-def]
         names = ("apples", "pears", "plums")
         views = [stepper_view(name, use_state(req, Stepper, key=name)) for name in names]
-        return Titled("Widgets", *views, Div(**live(req), id="live"))
+        return Titled(
+            "Widgets",
+            P("Three steppers of one class on one page, each with its own value.", cls="lead"),
+            Div(*views, cls="grid"),
+            Div(**live(req), id="live"),
+        )
 
     return app
 

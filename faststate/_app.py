@@ -40,6 +40,38 @@ def register_state(
     tracks who has a live page of an instance open (``viewers``,
     ``viewer_count``, ``viewer_names``), labelled by user id, or by
     ``presence(request)`` when it is a callable.
+
+    On a FastHTML app the event routes go through ``app.route``, so the
+    app's beforeware runs for them; on any other Starlette app (FastAPI
+    included) they are plain routes.  The live-stream route is mounted with
+    the first registration.
+
+    Args:
+        app: A Starlette, FastHTML or FastAPI app (with ``FastStateMiddleware``).
+        cls: The ``ReactiveState`` subclass; its name is its URL segment and
+            must be unique on the app.
+        scope: Who shares one instance: a ``StateScope`` or its value
+            (``"global"``, ``"session"``, ``"user"``, ``"component"``, ``"record"``).
+        ttl: Seconds after its last use at which an idle instance expires;
+            ``None``: no expiry of its own (SESSION and COMPONENT instances
+            still expire with the session cookie's ``max_age``).
+        auto_persist: Write every saved change through to the middleware's
+            ``persistence`` and load instances from it on first use.
+        authorize: ``authorize(request, key) -> bool`` (or ``async``), asked on
+            every ``use_state``, event and live subscription; false → 403.
+        prefix: A path put before the event paths (``"/state"``); starts with
+            ``/`` and does not end with one.
+        presence: ``True`` tracks the viewers of each instance, labelled by
+            user id (``"guest"`` without one); a callable
+            ``label(request) -> str | None`` labels them itself.
+
+    Returns:
+        The registration (internal record of the class, its config and events).
+
+    Raises:
+        TypeError: ``app`` is not a Starlette app, or ``cls`` not a ``ReactiveState``.
+        ValueError: A class of that name is already registered, an event path
+            is taken, a bad ``prefix``, or a ``ttl`` that is not positive.
     """
     registry = registry_of(app)
     if registry is None:
@@ -103,7 +135,11 @@ def _is_fasthtml(app: Any) -> bool:
 
 
 class StateApp:
-    """Mixin giving an app ``app.register_state(Cls, scope=...)``."""
+    """Mixin giving an app ``app.register_state(Cls, scope=...)``.
+
+    ``FastStateApp`` (Starlette) and ``faststate.fasthtml.FastStateHTML``
+    (FastHTML) include it.
+    """
 
     def register_state(
         self,
@@ -116,7 +152,20 @@ class StateApp:
         prefix: str = "",
         presence: bool | ViewerLabel = False,
     ) -> Registration:
-        """``register_state(self, cls, ...)``."""
+        """``register_state(self, cls, ...)``: register ``cls`` on this app.
+
+        Args:
+            cls: The ``ReactiveState`` subclass.
+            scope: Who shares one instance (``StateScope`` or its value).
+            ttl: Seconds of idleness after which an instance expires.
+            auto_persist: Write every change through to the middleware's persistence.
+            authorize: ``authorize(request, key) -> bool`` (sync or async).
+            prefix: A path put before the event paths.
+            presence: Track who has a live page of an instance open.
+
+        Returns:
+            The registration, as ``register_state`` returns it.
+        """
         return register_state(
             self,  # type: ignore[arg-type]
             cls,
@@ -133,7 +182,13 @@ class FastStateApp(StateApp, Starlette):
     """A Starlette app with FastStateMiddleware installed.
 
     ``faststate={...}`` passes options to the middleware.
+
+    Args:
+        *args: Starlette's positional arguments.
+        faststate: Keyword options of ``FastStateMiddleware`` (``{"secret_key": ...}``).
+        **kwargs: Starlette's keyword arguments (``routes=``, ``debug=``...).
     """
+
 
     def __init__(self, *args: Any, faststate: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -108,6 +108,18 @@ def stream(
     giving each item's unique key.  The server keeps the last ``limit`` items;
     beyond it, inserting drops the item at the other end, on the server and
     on the page.  The field is never a signal and is stored as its items.
+
+    Args:
+        render: ``render(item)`` → one element; the same for every page.
+        key: The name of the attribute holding each item's unique key, or a
+            function of the item returning it.
+        limit: How many items the server keeps (a positive int).
+
+    Returns:
+        A pydantic ``Field`` (``exclude=True``) whose default is an empty stream.
+
+    Raises:
+        ValueError: ``limit`` is not a positive int.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"a stream's limit is a positive int, not {limit!r}")
@@ -124,6 +136,16 @@ class Stream(Generic[T]):
     Read it like a sequence (``len``, iteration, ``key in stream``,
     ``stream.get(key)``); change it only through its methods.  Items are
     values: to change one, ``update`` it with a new one (a changed copy).
+
+    Declare the field ``messages: Stream[Message] = stream(render, key="id",
+    limit=200)``; faststate builds the stream, you never call ``Stream(...)``
+    yourself.  Inside an event (or ``mutate``) each change becomes one element
+    patch for the page; outside them a resolved instance's stream is
+    read-only.
+
+    Args:
+        config: How items render and key (given by ``stream(...)``).
+        items: The initial items.
     """
 
     __slots__ = (
@@ -194,7 +216,15 @@ class Stream(Generic[T]):
         return str(key) in self._items
 
     def get(self, key: object, default: T | None = None) -> T | None:
-        """The item with this key, or ``default``."""
+        """The item with this key, or ``default``.
+
+        Args:
+            key: The item's key (compared as a string).
+            default: What to return when there is no such item.
+
+        Returns:
+            The item, or ``default``.
+        """
         return self._items.get(str(key), default)
 
     def __repr__(self) -> str:
@@ -212,11 +242,19 @@ class Stream(Generic[T]):
 
     @property
     def limit(self) -> int:
+        """The most items the server keeps (the field's ``stream(..., limit=)``)."""
         return self._settings().limit
 
     # Changing.
     def append(self, item: T) -> None:
-        """Add ``item`` at the end (dropping the first item beyond ``limit``)."""
+        """Add ``item`` at the end (dropping the first item beyond ``limit``).
+
+        Args:
+            item: The new item; its key must not be in the stream yet.
+
+        Raises:
+            ValueError: An item with the same key is already there.
+        """
         key = self._new_key(item)
         self._items[key] = item
         self._order.append(key)
@@ -227,7 +265,14 @@ class Stream(Generic[T]):
             self._drop(0)
 
     def prepend(self, item: T) -> None:
-        """Add ``item`` at the start (dropping the last item beyond ``limit``)."""
+        """Add ``item`` at the start (dropping the last item beyond ``limit``).
+
+        Args:
+            item: The new item; its key must not be in the stream yet.
+
+        Raises:
+            ValueError: An item with the same key is already there.
+        """
         key = self._new_key(item)
         self._items[key] = item
         self._order.appendleft(key)
@@ -238,7 +283,14 @@ class Stream(Generic[T]):
             self._drop(len(self._order) - 1)
 
     def update(self, item: T) -> None:
-        """Replace the item with ``item``'s key by ``item``, where it stands."""
+        """Replace the item with ``item``'s key by ``item``, where it stands.
+
+        Args:
+            item: The changed item (``old.model_copy(update={...})``).
+
+        Raises:
+            KeyError: No item has that key.
+        """
         key = self._key(item)
         self._check()
         if key not in self._items:
@@ -250,7 +302,14 @@ class Stream(Generic[T]):
             self._patch(self._render(item, key), f"#{item_id(self._container, key)}", "outer")
 
     def delete(self, key: object) -> bool:
-        """Remove the item with this key; False if there was none (already gone)."""
+        """Remove the item with this key; False if there was none (already gone).
+
+        Args:
+            key: The item's key.
+
+        Returns:
+            True if an item was removed.
+        """
         self._check()
         text = str(key)
         if text not in self._items:
@@ -259,7 +318,12 @@ class Stream(Generic[T]):
         return True
 
     def reset(self, items: Iterable[T] = ()) -> None:
-        """Make the stream hold ``items`` (the last ``limit`` of them), in order."""
+        """Make the stream hold ``items`` (the last ``limit`` of them), in order.
+
+        Args:
+            items: The new items; none empties the stream.
+        """
+
         self._check()
         old = (self._items, self._order)
         self._set(list(items))

@@ -36,7 +36,15 @@ class Invalid(Exception):
     each message through ``error(state, "email")``; a message given without
     a field (``raise Invalid("try again later")``) shows through
     ``error(state)``.  Field names may be dotted (``**{"address.zip": "..."}``).
+
+    Args:
+        message: A message that names no field, shown by ``error(state)``.
+        **fields: One message per field or parameter name.
+
+    Raises:
+        TypeError: Neither a message nor a field was given.
     """
+
 
     def __init__(self, message: str | None = None, /, **fields: str) -> None:
         if message is None and not fields:

@@ -139,6 +139,15 @@ def redirect(url: str) -> Redirect:
     The event's changes are saved and sent first; then the browser navigates,
     so the address bar changes (a ``RedirectResponse`` returned by an event
     does the same).  Only relative URLs and http(s) URLs are accepted.
+
+    Args:
+        url: A relative URL (``"/welcome"``) or an ``http``/``https`` URL.
+
+    Returns:
+        A marker the event's answer turns into the navigation.
+
+    Raises:
+        ValueError: ``url`` has another scheme (``javascript:``, ``data:``...).
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("", "http", "https"):
@@ -160,6 +169,15 @@ def set_signals(**values: Any) -> PageSignals:
 
     For the page's own signals (inputs that are event parameters); a state's
     fields change by assignment.  Sent after the event's changes are saved.
+
+    Args:
+        **values: Top-level page signals by name, with their new values.
+
+    Returns:
+        A marker the event's answer turns into a signal patch for the caller.
+
+    Raises:
+        TypeError: No signal was given.
     """
     if not values:
         raise TypeError("set_signals() needs at least one signal: set_signals(message='')")
@@ -202,7 +220,47 @@ def event(
     A plain ``def`` event runs on the event loop, like the short state change
     it should be; ``thread=True`` runs it (and each step of a generator) in
     a worker thread instead, for blocking work.
+
+    Used bare (``@event``) or with options (``@event(broadcast=True)``).  The
+    method may be a ``def``, an ``async def``, a generator or an async
+    generator (each ``yield`` sends what changed so far).  Its parameters are
+    bound by name from the query string, then the page's signals (or form
+    fields), then their defaults, and validated from their annotations; a
+    parameter annotated ``Request`` gets the request, one annotated with a
+    registered state class gets that instance, one annotated ``UploadFile``
+    gets an uploaded file.  What it returns becomes the answer: ``None`` (the
+    signal patch), elements or HTML strings (element patches), ``redirect``,
+    ``set_signals``, or any Starlette ``Response``.
+
+    Args:
+        func: The method, when used bare as ``@event``.
+        path: The event's URL path instead of ``/<Class>/<method>`` (must
+            start with ``/``; the registration's ``prefix`` goes before it).
+        method: The HTTP method: ``"post"`` (default), ``"put"``, ``"patch"``
+            or ``"delete"``.
+        selector: The CSS selector returned elements are patched into;
+            ``None`` targets them by their own ``id``.
+        mode: How returned elements are patched: ``"outer"`` (morph, default),
+            ``"inner"``, ``"replace"``, ``"prepend"``, ``"append"``,
+            ``"before"``, ``"after"`` or ``"remove"``.
+        merge_mode: The seed's spelling; only ``"morph"`` (= ``mode="outer"``).
+        broadcast: Send returned elements to every live page showing the
+            instance, not only to the caller.
+        thread: Run a plain ``def`` event (or each step of a generator) in a
+            worker thread.
+
+    Returns:
+        The method itself, marked (or a decorator doing that, with options).
+
+    Raises:
+        ValueError: An unknown ``method`` or ``mode``, a ``path`` not starting
+            with ``/``, a method name starting with ``_``, or ``thread=True``
+            on an ``async`` method.
+        TypeError: The method takes ``*args``, ``**kwargs``, positional-only
+            parameters or parameters starting with ``_``.
     """
+
+
     method = method.lower()
     if method not in EVENT_METHODS:
         raise ValueError(f"event method must be one of {sorted(EVENT_METHODS)}, not {method!r}")

@@ -19,12 +19,33 @@ from faststate._state import ReactiveState, bindable_fields, placement_of, signa
 
 
 def signal_name(state: ReactiveState) -> str:
-    """The namespace of this instance's signals (``CounterState``, ``TodoList_42``)."""
+    """The namespace of this instance's signals (``CounterState``, ``TodoList_42``).
+
+    The class name for GLOBAL, SESSION and USER; ``ClassName_<key>`` for
+    COMPONENT and RECORD, the key escaped injectively to letters, digits and ``_``.
+
+    Args:
+        state: An instance resolved by ``use_state``, an event or ``mutate``.
+
+    Returns:
+        The namespace, e.g. ``"CounterState"``.
+    """
     return placement_of(state).namespace
 
 
 def ref(state: ReactiveState, name: str) -> str:
-    """``$Namespace.field``: a Datastar expression reading one public field."""
+    """``$Namespace.field``: a Datastar expression reading one public field.
+
+    Args:
+        state: A resolved instance.
+        name: A public field or computed field of its class.
+
+    Returns:
+        The expression, e.g. ``"$CounterState.count"``.
+
+    Raises:
+        AttributeError: ``name`` is not a public field (unknown, or ``exclude=True``).
+    """
     cls = type(state)
     field = cls.model_fields.get(name)
     if field is not None and field.exclude is True:
@@ -40,6 +61,17 @@ def bind(state: ReactiveState, name: str) -> dict[str, str]:
 
     What the user types travels with the instance's next event, validated
     with the field's type; what the server sets shows in the input.
+
+    Args:
+        state: A resolved instance.
+        name: A field declared ``Bindable[...]``.
+
+    Returns:
+        ``{"data-bind": ..., "data-attr:aria-invalid": ...}`` (the attribute
+        names of the request's Datastar dialect).
+
+    Raises:
+        TypeError: The field is not ``Bindable``.
     """
     if name not in bindable_fields(type(state)):
         raise TypeError(
@@ -62,6 +94,14 @@ def error(state: ReactiveState, name: str | None = None) -> dict[str, str]:
     (``"address.zip"``).  ``error(signup)`` shows a message naming no field:
     ``Invalid("...")``, or that the event failed.  The next accepted event
     of the instance clears them.
+
+    Args:
+        state: A resolved instance.
+        name: A field or event parameter (dotted for nested ones); ``None``
+            for the message that names no field.
+
+    Returns:
+        ``{"data-text": ..., "data-show": ...}``.
     """
     message = _message(state, name)
     return {"data-text": message, "data-show": f"!!{message}"}
@@ -74,17 +114,48 @@ def _message(state: ReactiveState, name: str | None) -> str:
 
 
 def text(state: ReactiveState, name: str) -> dict[str, str]:
-    """``{"data-text": "$Namespace.field"}``."""
+    """``{"data-text": "$Namespace.field"}``: an element showing one public field.
+
+    Args:
+        state: A resolved instance.
+        name: A public field or computed field of its class.
+
+    Returns:
+        The attribute dict, e.g. ``{"data-text": "$CounterState.count"}``.
+
+    Raises:
+        AttributeError: ``name`` is not a public field.
+    """
     return {"data-text": ref(state, name)}
 
 
 def viewer_count(state: ReactiveState) -> dict[str, str]:
-    """``data-text`` of how many sessions have a live page of ``state`` open."""
+    """``data-text`` of how many sessions have a live page of ``state`` open.
+
+    Args:
+        state: An instance of a class registered with ``presence``.
+
+    Returns:
+        ``{"data-text": "$Namespace._viewers.length"}``.
+
+    Raises:
+        TypeError: The class was registered without ``presence``.
+    """
     return {"data-text": f"{_viewers(state)}.length"}
 
 
 def viewer_names(state: ReactiveState) -> dict[str, str]:
-    """``data-text`` of the logged-in viewers of ``state``: ``"alice, bob"`` (guests left out)."""
+    """``data-text`` of the logged-in viewers of ``state``: ``"alice, bob"`` (guests left out).
+
+    Args:
+        state: An instance of a class registered with ``presence``.
+
+    Returns:
+        ``{"data-text": ...}`` joining the distinct labels other than ``"guest"``.
+
+    Raises:
+        TypeError: The class was registered without ``presence``.
+    """
     names = f"[...new Set({_viewers(state)})].filter(name => name !== {dump_json(GUEST)})"
     return {"data-text": f"{names}.join(', ')"}
 
@@ -105,13 +176,34 @@ def stream_view(
     ``tag`` makes the container (``Ul``, ``Tbody``, ``Div``...), given the
     rendered items and ``attributes``; its id (``ChatRoom-messages``) is what
     the stream's patches target, so it holds the items and nothing else.
+
+    Args:
+        state: A resolved instance.
+        name: The name of a ``Stream`` field of its class.
+        tag: The element constructor of the container, called as
+            ``tag(*items, **attributes, id=...)``.
+        **attributes: More attributes of the container (``cls="chat"``);
+            not ``id``, which faststate sets.
+
+    Returns:
+        The container element holding the rendered items.
     """
     items = stream_of(state, name).elements(container_id(signal_name(state), name))
     return tag(*items, **attributes, id=container_id(signal_name(state), name))
 
 
 def signals(state: ReactiveState) -> dict[str, str]:
-    """``{"data-signals": <json>}`` with the public state under its namespace."""
+    """``{"data-signals": <json>}`` with the public state under its namespace.
+
+    What ``state.__ft__()`` puts on its element; use it to carry the state
+    on an element of your own.
+
+    Args:
+        state: A resolved instance.
+
+    Returns:
+        The attribute dict.
+    """
     return signal_attributes(state)
 
 
@@ -122,6 +214,20 @@ def action(method: Callable[..., Any], *, form: bool = False, **params: Any) -> 
     same name.  ``form=True`` sends the fields of the closest ``<form>``
     instead of the page's signals, files included when the form has
     ``enctype="multipart/form-data"`` (FastHTML's ``Form`` default).
+
+    Args:
+        method: An ``@event`` method of a resolved instance (``counter.increment``),
+            so a typo is an ``AttributeError``, not a 404.
+        form: Send the closest form's fields (files included) instead of signals.
+        **params: Event parameters put into the query string; ``None`` values
+            are left out, lists repeat the name.
+
+    Returns:
+        The expression, e.g. ``@post('/CounterState/increment?amount=1', {...})``,
+        carrying the component or record key of the instance.
+
+    Raises:
+        TypeError: ``method`` is not an ``@event`` method of a state instance.
     """
     state, spec, url = _event_target(method, params)
     return placement_of(state).protocol.fetch_action(
@@ -130,7 +236,15 @@ def action(method: Callable[..., Any], *, form: bool = False, **params: Any) -> 
 
 
 def event_url(method: Callable[..., Any], **params: Any) -> str:
-    """The URL that ``action(method, **params)`` posts to."""
+    """The URL that ``action(method, **params)`` posts to.
+
+    Args:
+        method: An ``@event`` method of a resolved instance.
+        **params: Event parameters for the query string.
+
+    Returns:
+        The path and query, e.g. ``/CounterState/increment?amount=1``.
+    """
     return _event_target(method, params)[2]
 
 
@@ -164,7 +278,22 @@ def on(
 
     ``Form(..., **on("submit", profile.set_avatar, form=True))`` uploads the
     form's files (the browser's own submission is prevented).
+
+    Args:
+        dom_event: A DOM event or Datastar trigger, with modifiers in
+            Datastar's syntax: ``"click"``, ``"keydown"``,
+            ``"click__debounce.300ms"``, ``"load"``, ``"interval__duration.5s"``.
+        method: An ``@event`` method of a resolved instance.
+        form: Send the closest form's fields (files included) instead of signals.
+        **params: Event parameters put into the query string (see ``action``).
+
+    Returns:
+        A one-item attribute dict to splat into an element.
+
+    Raises:
+        TypeError: ``method`` is not an ``@event`` method of a state instance.
     """
+
     state = getattr(method, "__self__", None)
     if not isinstance(state, ReactiveState):
         raise TypeError("on() takes an @event method of a state instance")

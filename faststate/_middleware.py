@@ -54,7 +54,50 @@ class FastStateMiddleware:
     a 14-day HttpOnly SameSite=Lax cookie (Secure on https).  ``secret_key``
     may be a list of keys, newest last: cookies signed with any of them are
     accepted, new ones are signed with the newest.
+
+    Add it with ``app.add_middleware(FastStateMiddleware, **options)``
+    (``FastStateApp`` and ``FastStateHTML`` add it for you, given
+    ``faststate={...}``).
+
+    Args:
+        app: The ASGI app below (Starlette passes it).
+        secret_key: Signs session cookies and live-stream tokens; a list rotates
+            keys (newest last).  Default: env ``FASTSTATE_SECRET_KEY``, else a
+            random key per process with a logged warning.
+        store: Where instances live: ``MemoryStore()`` by default, or
+            ``RedisStore(url)`` for several workers.
+        persistence: ``SQLPersistence(url)``, a SQLAlchemy URL, or ``True``
+            (SQLite in ``faststate.db``) for ``auto_persist`` states.
+        broker: How changes reach live pages: the store's default
+            (``RedisBroker`` with a ``RedisStore``, else ``LocalBroker()``).
+        protocol: The Datastar dialect: ``"v1"`` (Datastar 1.0.x) or
+            ``"beta"`` (1.0.0-beta.11).
+        user_key: ``user_key(request) -> str | None``: the user id for USER
+            scope when neither ``scope["auth"]`` nor ``request.user`` gives one.
+        session_cookie: The session cookie's name.
+        max_age: The cookie's lifetime in seconds (``None``: a browser-session
+            cookie); SESSION and COMPONENT instances registered without a
+            ``ttl`` expire this long after their last use (14 days if ``None``).
+        path: The cookie's path.
+        same_site: The cookie's SameSite attribute.
+        https_only: Mark the cookie Secure; ``None``: when the request is https.
+        domain: The cookie's domain; ``None``: the host only.
+        max_body_size: The largest event body in bytes (larger: 413).
+        body_timeout: Seconds to receive an event body (later: 408, connection closed).
+        upload_timeout: The same for bodies of events with upload parameters.
+        trusted_origins: Origins allowed to post events cross-site
+            (``"https://admin.example.com"``).
+        live_max_age: Lifetime in seconds of a page's live-stream token.
+        max_streams: Open live streams per process (beyond: 429).
+        max_streams_per_session: Open live streams per session (beyond: 429).
+        heartbeat: Seconds between comments on idle live streams; presence
+            seats are refreshed this often and expire after two.
+
+    Raises:
+        RuntimeError: A shared store (Redis) without a fixed secret key.
+        ValueError: An empty secret key.
     """
+
 
     def __init__(
         self,
@@ -94,6 +137,7 @@ class FastStateMiddleware:
             user_key=user_key,
             max_body_size=max_body_size,
             slow_bodies=SlowBodies(body_timeout),
+            slow_uploads=SlowBodies(upload_timeout),
             trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
             live_signer=URLSafeTimedSerializer(keys, salt="faststate.live"),  # type: ignore[arg-type]
             live_max_age=live_max_age,
@@ -102,8 +146,6 @@ class FastStateMiddleware:
             presence=Presence(store.viewer_table(), broker, heartbeat),
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
         )
-        #: The deadline of upload bodies, which may take far longer than others.
-        self._slow_uploads = SlowBodies(upload_timeout)
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
         self._app_registry: Registry | None = None
@@ -153,9 +195,7 @@ class FastStateMiddleware:
                     guarded = await guard_asgi(scope, receive, send, runtime)
                 else:
                     uploads = scope[UPLOADS_KEY] = Uploads()
-                    guarded = await guard_uploads(
-                        scope, receive, send, runtime, policy, self._slow_uploads, uploads
-                    )
+                    guarded = await guard_uploads(scope, receive, send, runtime, policy, uploads)
                 if isinstance(guarded, Refusal):
                     if not guarded.answered:
                         await refusal_response(guarded)(scope, receive, send)

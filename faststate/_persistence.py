@@ -87,7 +87,20 @@ class SQLPersistence:
     (seconds) bounds each database call: a database that refuses, stalls or
     is too slow gets the event answered 503 within about that long, with
     nothing written.
+
+    One table, ``faststate_states``, with one row per instance (class, key,
+    JSON of public and private fields, version, expiry), created on first use.
+
+    Args:
+        url: A SQLAlchemy URL; ``None``: SQLite in ``faststate.db``.
+        engine: A SQLAlchemy engine to use instead of ``url``.
+        sweep_every: Delete expired rows once every this many saves.
+        timeout: Seconds each database call may take.
+
+    Raises:
+        ValueError: ``timeout`` is not positive.
     """
+
 
     def __init__(
         self,

@@ -184,6 +184,27 @@ def use_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) 
 
     ``key`` is the component or record id for those scopes (else taken from
     ``component_id``, ``record_id`` or ``id`` in the path, then the query).
+    Works in sync and async handlers; inside an event or ``mutate`` it
+    returns the instance that event holds.  Outside them the instance is
+    read-only (assigning a field raises an error naming ``mutate``).
+
+    Args:
+        request: The request (or WebSocket) being handled.
+        cls: A state class registered on the app.
+        key: The component id (COMPONENT) or record id (RECORD); ignored by
+            the other scopes.
+
+    Returns:
+        The instance, loaded from the store (or persistence) or created.
+
+    Raises:
+        RuntimeError: ``FastStateMiddleware`` is not installed, or an async
+            ``authorize`` was called from the event loop (use ``ause_state``
+            there).
+        LookupError: ``cls`` is not registered (``register_state``).
+        starlette.exceptions.HTTPException: 400 (no record id), 401 (USER
+            scope without a user), 403 (``authorize`` said no), 503 (store
+            unavailable).
     """
     context = context_of(request)
     address = address_for(request, context, registration_for(context, request, cls), key)
@@ -200,7 +221,22 @@ def use_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) 
 
 
 async def ause_state(request: HTTPConnection, cls: type[S], *, key: str | None = None) -> S:
-    """``use_state`` for async handlers: loads without blocking the event loop."""
+    """``use_state`` for async handlers: loads without blocking the event loop.
+
+    Args:
+        request: The request (or WebSocket) being handled.
+        cls: A state class registered on the app.
+        key: The component id (COMPONENT) or record id (RECORD).
+
+    Returns:
+        The instance, as ``use_state`` gives it.
+
+    Raises:
+        RuntimeError: ``FastStateMiddleware`` is not installed.
+        LookupError: ``cls`` is not registered.
+        starlette.exceptions.HTTPException: 400, 401, 403 or 503, as ``use_state``.
+    """
+
     context = context_of(request)
     address = address_for(request, context, registration_for(context, request, cls), key)
     await authorize(request, address)

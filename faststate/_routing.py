@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, ClassVar, Final
 
 from anyio import to_thread
+from starlette.background import BackgroundTasks
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -38,6 +39,7 @@ from faststate._runtime import Runtime
 from faststate._state import ReactiveState
 from faststate._stores.base import StaleState, StoreUnavailable
 from faststate._transaction import RUNNING, OutOfOrder, Transaction
+from faststate._uploads import UPLOADS_KEY, Uploads, guard_upload_request
 
 logger = logging.getLogger("faststate")
 
@@ -58,8 +60,11 @@ class EventEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = await handle_event(request, self.registration, self.spec)
-        await response(scope, receive, send)
+        try:
+            response = await handle_event(request, self.registration, self.spec)
+            await response(scope, receive, send)
+        finally:
+            await _close_uploads(scope)
 
 
 def request_endpoint(registration: Registration, spec: EventSpec) -> Any:
@@ -69,10 +74,27 @@ def request_endpoint(registration: Registration, spec: EventSpec) -> Any:
     """
 
     async def endpoint(req: Request) -> Response:
-        return await handle_event(req, registration, spec)
+        try:
+            response = await handle_event(req, registration, spec)
+        except BaseException:
+            await _close_uploads(req.scope)
+            raise
+        if UPLOADS_KEY in req.scope:  # closed once FastHTML has sent the answer
+            earlier = response.background
+            response.background = BackgroundTasks([earlier] if earlier is not None else [])
+            response.background.add_task(_close_uploads, req.scope)
+        return response
 
     endpoint.__name__ = f"{registration.name}_{spec.name}"
     return endpoint
+
+
+async def _close_uploads(scope: Scope) -> None:
+    """Close the files of an event whose body the middleware did not guard (it
+    closes those it took itself)."""
+    uploads: Uploads | None = scope.get(UPLOADS_KEY)
+    if uploads is not None:
+        await uploads.aclose()
 
 
 async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
@@ -80,7 +102,11 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     runtime = context.runtime
     values = request.scope.get(VALUES_KEY)  # the middleware guarded it (the usual case)
     if values is None:
-        values = await guard_request(request, runtime)
+        policy = spec.upload_policy()
+        if policy is None:
+            values = await guard_request(request, runtime)
+        else:
+            values = await guard_upload_request(request, runtime, policy)
     if isinstance(values, Refusal):
         return refusal_response(values)
     address = address_for(request, context, registration)

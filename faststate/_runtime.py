@@ -82,6 +82,8 @@ class Runtime:
     max_body_size: int
     #: Answers 408 to event requests whose body takes too long (a slow sender holds a connection).
     slow_bodies: SlowBodies
+    #: The same for bodies of events with upload parameters, which may take far longer.
+    slow_uploads: SlowBodies
     trusted_origins: frozenset[str]
     live_signer: URLSafeTimedSerializer
     live_max_age: int

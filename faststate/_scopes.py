@@ -32,7 +32,21 @@ _ESCAPED_NAMESPACE_CHARS: Final = re.compile(r"[^A-Za-z0-9]")
 
 
 class StateScope(StrEnum):
-    """Who shares one instance of a state class."""
+    """Who shares one instance of a state class.
+
+    A ``str`` enum: ``scope=`` accepts the member or its value.
+
+    Attributes:
+        GLOBAL: One instance for everyone (key ``global:Cls``).
+        SESSION: One per browser session, from the signed session cookie.
+        USER: One per authenticated user: ``scope["auth"]``, else an
+            authenticated ``request.user``, else the middleware's
+            ``user_key(request)``; none → 401.
+        COMPONENT: Several per session, told apart by ``key=`` or a
+            ``component_id`` path or query parameter; bound to the session.
+        RECORD: One per record id: ``key=``, else ``record_id`` or ``id`` in
+            the path, then the query; none → 400.
+    """
 
     GLOBAL = "global"
     SESSION = "session"
@@ -49,7 +63,19 @@ CLIENT_PARAMS: Final = {StateScope.COMPONENT: "component_id", StateScope.RECORD:
 
 @dataclass(frozen=True)
 class StateConfig:
-    """How a registered state class is scoped, kept and guarded."""
+    """How a registered state class is scoped, kept and guarded.
+
+    ``register_state`` builds it from its keyword arguments.
+
+    Attributes:
+        scope: Who shares one instance (a value is converted to ``StateScope``).
+        ttl: Seconds of idleness after which an instance expires; ``None``: none.
+        auto_persist: Write every change through to the middleware's persistence.
+        authorize: ``authorize(request, key) -> bool`` (sync or async) or ``None``.
+        presence: ``True``, or a ``label(request) -> str | None`` callable, to
+            track who has a live page of an instance open.
+    """
+
 
     scope: StateScope = StateScope.SESSION
     ttl: float | None = None

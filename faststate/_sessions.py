@@ -24,7 +24,15 @@ async def rotate_session(
     state stays with the new id only.  SESSION-scoped classes in ``carry``
     (a cart filled before login, say) move to the new session; all other
     state of the old session is left to expire.
+
+    Args:
+        request: The request of the login or logout.
+        carry: SESSION-scoped state classes whose instances move to the new id.
+
+    Raises:
+        ValueError: A class in ``carry`` is not SESSION-scoped.
     """
+
     context = context_of(request)
     old, new = context.rotate_session()
     if old is None:

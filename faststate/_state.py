@@ -22,7 +22,6 @@ from typing import (
     TYPE_CHECKING,
     Annotated,
     Any,
-    ClassVar,
     Final,
     Literal,
     Protocol,
@@ -32,7 +31,7 @@ from typing import (
     get_origin,
 )
 
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel
 from sqlmodel import Field, SQLModel
 
 from faststate._diff import (
@@ -64,6 +63,22 @@ def _private_of(state: object) -> dict[str, Any] | None:
     except AttributeError:  # before pydantic has set the instance up
         return None
     return private
+
+
+class _NoFieldsSet(frozenset[str]):
+    """The fields-set of an instance built with its defaults only, shared by all
+    of them: pydantic gives each instance a set of its own (216 bytes, most of
+    an idle session).  ``ReactiveState.__setattr__`` swaps in a real set before
+    pydantic adds to it; copies get a real set."""
+
+    def __copy__(self) -> set[str]:
+        return set()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> set[str]:
+        return set()
+
+
+_NO_FIELDS_SET: Final = _NoFieldsSet()
 
 
 class Placement(Protocol):
@@ -187,7 +202,9 @@ class Tracker:
 
     __slots__ = ("computed_before", "fields_set", "old_json", "saved")
 
-    def __init__(self, fields_set: set[str], computed_before: dict[str, Any]) -> None:
+    def __init__(
+        self, fields_set: set[str] | frozenset[str], computed_before: dict[str, Any]
+    ) -> None:
         self.saved: dict[str, Any] = {}
         self.old_json: dict[str, Any] = {}
         self.fields_set = fields_set
@@ -216,23 +233,56 @@ class ReactiveState(SQLModel):
 
     Public fields and computed fields are the signals the page sees; private
     attributes and ``Field(exclude=True)`` fields never leave the server.
+
+    A ``sqlmodel.SQLModel`` (not a table model): declare fields as on any
+    pydantic model, mark methods with ``@event``, register the class with
+    ``register_state`` and get its instance with ``use_state``.  faststate
+    adds only ``id`` and ``__ft__`` (plus ``__html__``) to the public names,
+    so any field name is free; what it keeps per instance lives in private
+    attributes.  What faststate adds:
+
+        id          str, a uuid4 by default
+        __ft__()    the element carrying data-signals (FastHTML renders it)
+        __html__()  the same element as HTML (Jinja2's {{ state }})
+
+    Everything else on the class (``model_dump``, ``model_copy``,
+    validators...) is pydantic's and SQLModel's.
+
+    Example:
+        ```python
+        class CounterState(ReactiveState):
+            count: int = 0
+
+            @event
+            def increment(self, amount: int = 1):
+                self.count += amount
+        ```
     """
 
+    # faststate's own data of each instance (where it lives, the running
+    # event's tracker, the stored version) in slots: as pydantic private
+    # attributes they would give every instance a dict (184 bytes), which a
+    # class without private attributes of its own does not otherwise have.
+    # Instances built without ``__init__`` (``model_validate``, copies) leave
+    # them unset, which reads as unplaced, untracked, version 0.
+    __slots__ = ("_fs_place", "_fs_tracker", "_fs_version")
+
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    """A uuid4 string by default; a public field like any other."""
 
-    _fs_place: Placement | None = PrivateAttr(default=None)
-    _fs_tracker: Tracker | None = PrivateAttr(default=None)
-    _fs_version: int = PrivateAttr(default=0)  # of the stored copy this was loaded from
-
-    __faststate_private__: ClassVar[frozenset[str]] = frozenset(
-        {"_fs_place", "_fs_tracker", "_fs_version"}
-    )
+    # SQLModel's spelling of ``self``: a field may be called "self".
+    def __init__(__pydantic_self__, **data: Any) -> None:
+        super().__init__(**data)
+        if not _getattribute(__pydantic_self__, "__pydantic_fields_set__"):
+            object.__setattr__(__pydantic_self__, "__pydantic_fields_set__", _NO_FIELDS_SET)
 
     def __getattribute__(self, name: str) -> Any:
         value = _getattribute(self, name)
         if name[0] != "_" and isinstance(value, _MUTABLE):
-            private = _private_of(self)
-            tracker = private.get("_fs_tracker") if private else None
+            try:
+                tracker = _get_tracker(self)
+            except AttributeError:
+                return value
             if (
                 tracker is not None
                 and name not in tracker.saved
@@ -244,26 +294,26 @@ class ReactiveState(SQLModel):
     def __getattr__(self, name: str) -> Any:
         # Private attributes live outside __dict__ and arrive here.
         value = super().__getattr__(name)  # type: ignore[misc]
-        if isinstance(value, _MUTABLE) and name not in self.__faststate_private__:
-            private = _private_of(self)
-            tracker = private.get("_fs_tracker") if private else None
+        if isinstance(value, _MUTABLE):
+            tracker = tracker_of(self)
             if tracker is not None and name not in tracker.saved:
                 tracker.remember(self, name, value, deep=True)
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
-        private = _private_of(self)
-        tracker = private.get("_fs_tracker") if private is not None else None
+        tracker = tracker_of(self)
+        fields = type(self).__pydantic_fields__
         if tracker is not None:
             if name not in tracker.saved:
-                assert private is not None
-                if name in type(self).__pydantic_fields__:
+                if name in fields:
                     tracker.remember(self, name, self.__dict__.get(name, _MISSING), deep=False)
-                elif name in private and name not in self.__faststate_private__:
-                    tracker.remember(self, name, private[name], deep=False)
-                elif name not in self.__faststate_private__:
-                    tracker.saved[name] = _MISSING
-        elif private is not None and private.get("_fs_place") is not None:
+                else:
+                    private = _private_of(self)
+                    if private is not None and name in private:
+                        tracker.remember(self, name, private[name], deep=False)
+                    else:
+                        tracker.saved[name] = _MISSING
+        elif placement(self) is not None:
             # The stored copy itself (memory store) or a copy whose change
             # would vanish (Redis): either way, not a change anyone sees.
             raise ReadOnlyState(
@@ -271,29 +321,61 @@ class ReactiveState(SQLModel):
                 f"use `async with mutate(request, {type(self).__name__}) as state:` "
                 "(or an @event method), which locks, saves and pushes the change"
             )
+        if name in fields and _getattribute(self, "__pydantic_fields_set__") is _NO_FIELDS_SET:
+            object.__setattr__(self, "__pydantic_fields_set__", set())
         # Straight to pydantic: SQLModel's own __setattr__ only matters for
         # table models, which a ReactiveState never is.
         BaseModel.__setattr__(self, name, value)
 
     def __ft__(self) -> FT:
-        """An element carrying this instance's public state as ``data-signals``."""
+        """An element carrying this instance's public state as ``data-signals``.
+
+        FastHTML calls it when a state is put into a page (``Titled("Counter",
+        counter, ...)``).
+
+        Returns:
+            A ``<div data-signals=...>`` element, under the instance's namespace.
+        """
         from fasthtml.components import ft_hx
 
         return ft_hx("div", **signal_attributes(self))
 
     def __html__(self) -> str:
         """The element of ``__ft__`` as HTML, for templates that escape (``{{ counter }}``
-        in Jinja2 gives the element, not the escaped repr).  FastHTML asks ``__ft__`` first."""
+        in Jinja2 gives the element, not the escaped repr).  FastHTML asks ``__ft__`` first.
+
+        Returns:
+            ``<div data-signals="..."></div>``.
+        """
+
         attributes = " ".join(
             f'{name}="{html.escape(value)}"' for name, value in signal_attributes(self).items()
         )
         return f"<div {attributes}></div>"
 
 
+_PLACE_SLOT: Final[Any] = ReactiveState.__dict__["_fs_place"]
+_TRACKER_SLOT: Final[Any] = ReactiveState.__dict__["_fs_tracker"]
+_VERSION_SLOT: Final[Any] = ReactiveState.__dict__["_fs_version"]
+#: The running event's tracker of an instance; AttributeError when none ever was.
+_get_tracker: Final = _TRACKER_SLOT.__get__
+
+
 def placement(state: ReactiveState) -> Placement | None:
     """Where ``use_state``, an event or ``mutate`` placed the instance, if any did."""
-    private = _private_of(state)
-    return private.get("_fs_place") if private else None
+    try:
+        where: Placement | None = _PLACE_SLOT.__get__(state)
+    except AttributeError:
+        return None
+    return where
+
+
+def tracker_of(state: ReactiveState) -> Tracker | None:
+    try:
+        tracker: Tracker | None = _get_tracker(state)
+    except AttributeError:
+        return None
+    return tracker
 
 
 def placement_of(state: ReactiveState) -> Placement:
@@ -306,16 +388,18 @@ def placement_of(state: ReactiveState) -> Placement:
 
 
 def place(state: ReactiveState, where: Placement) -> None:
-    _getattribute(state, "__pydantic_private__")["_fs_place"] = where
+    _PLACE_SLOT.__set__(state, where)
 
 
 def stored_version(state: ReactiveState) -> int:
-    private = _private_of(state)
-    return int(private.get("_fs_version", 0)) if private else 0
+    try:
+        return int(_VERSION_SLOT.__get__(state))
+    except AttributeError:
+        return 0
 
 
 def set_stored_version(state: ReactiveState, version: int) -> None:
-    _getattribute(state, "__pydantic_private__")["_fs_version"] = version
+    _VERSION_SLOT.__set__(state, version)
 
 
 def public_state(state: ReactiveState) -> dict[str, Any]:
@@ -340,20 +424,21 @@ def begin_tracking(state: ReactiveState) -> Tracker:
     cls = type(state)
     computed = cls.__pydantic_computed_fields__
     before = dump_public(state, set(computed)) if computed else {}
-    tracker = Tracker(set(_getattribute(state, "__pydantic_fields_set__")), before)
-    _getattribute(state, "__pydantic_private__")["_fs_tracker"] = tracker
+    fields_set = _getattribute(state, "__pydantic_fields_set__")
+    # The shared empty set is never changed in place: no copy of it is needed.
+    tracker = Tracker(fields_set if fields_set is _NO_FIELDS_SET else set(fields_set), before)
+    _TRACKER_SLOT.__set__(state, tracker)
     return tracker
 
 
 def end_tracking(state: ReactiveState) -> Tracker | None:
-    private = _getattribute(state, "__pydantic_private__")
-    tracker: Tracker | None = private.get("_fs_tracker")
-    private["_fs_tracker"] = None
+    tracker = tracker_of(state)
+    _TRACKER_SLOT.__set__(state, None)
     return tracker
 
 
 def resume_tracking(state: ReactiveState, tracker: Tracker) -> None:
-    _getattribute(state, "__pydantic_private__")["_fs_tracker"] = tracker
+    _TRACKER_SLOT.__set__(state, tracker)
 
 
 def diff_tracked(
@@ -391,9 +476,11 @@ def rollback(state: ReactiveState, tracker: Tracker) -> None:
     """Put back every touched value as it was before the event."""
     fields = type(state).__pydantic_fields__
     values = _getattribute(state, "__dict__")
-    private = _getattribute(state, "__pydantic_private__")
+    private = _private_of(state)
     for name, old in tracker.saved.items():
         target = values if name in fields else private
+        if target is None:  # a name no field or private attribute has: nothing was set
+            continue
         if old is _MISSING:
             target.pop(name, None)
         else:

@@ -8,7 +8,7 @@ parameters) and read within a deadline of its own.  The text fields reach the
 app as a small url-encoded form (FastHTML parses a form before its handlers
 run), the files through the scope.  Binding checks each file's size, count and
 type before the method runs; refusals show on the page like any bad
-parameter.  The middleware closes the files once the event has answered.
+parameter.  The files are closed once the event has answered.
 
 Datastar's own file binding (``data-bind`` on a file input: base64 contents in
 the signals) works too, within the same limit, but that body is JSON and held
@@ -17,30 +17,34 @@ in memory whole: large files want a form.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import types
 import typing
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 from urllib.parse import urlencode
 
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.types import Receive, Scope, Send
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive, Scope, Send
 
 from faststate._errors import GENERAL, BindError
 from faststate._guards import (
     JSON_TYPES,
     VALUES_KEY,
+    EventValues,
     FormFields,
     GuardSettings,
     Refusal,
     SlowBodies,
     check_event_request,
     guard_asgi,
+    guard_request,
     media_type,
     replaying,
 )
@@ -79,6 +83,20 @@ class Upload:
     the media types taken (``"image/*"`` for a family; empty: any), as the
     browser declares them; ``max_count`` bounds the files of a
     ``list[UploadFile]`` parameter (10 by default).
+
+    All limits are checked before the event runs; a refusal shows on the
+    page through ``error(state, "<parameter>")``.
+
+    Args:
+        max_size: The largest file accepted, in bytes.
+        accept: Media types accepted (``"image/png"``, ``"image/*"``), one
+            string or several; empty accepts any.  The browser's claim, not
+            sniffed from the bytes.
+        max_count: The most files a ``list[UploadFile]`` parameter takes.
+
+    Raises:
+        ValueError: A limit that is not positive, or an ``accept`` entry that
+            is not a media type.
     """
 
     __slots__ = ("accept", "max_count", "max_size")
@@ -111,6 +129,15 @@ class Upload:
         )
 
     def accepts(self, content_type: str | None) -> bool:
+        """Whether a file of this declared media type is accepted.
+
+        Args:
+            content_type: The file's ``Content-Type`` as the browser sent it.
+
+        Returns:
+            True when ``accept`` is empty or lists the type or its family.
+        """
+
         if not self.accept:
             return True
         kind = media_type(content_type)
@@ -230,17 +257,21 @@ class _Stop(Exception):
     """Ends the parse of a body that went over its limit or whose client left."""
 
 
+class UploadSettings(GuardSettings, Protocol):
+    @property
+    def slow_uploads(self) -> SlowBodies: ...
+
+
 async def guard_uploads(
     scope: Scope,
     receive: Receive,
     send: Send,
-    settings: GuardSettings,
+    settings: UploadSettings,
     policy: UploadPolicy,
-    slow_uploads: SlowBodies,
     uploads: Uploads,
 ) -> Refusal | Receive:
     """``guard_asgi`` for an event with upload parameters: the same checks, with the
-    event's limit (never below ``max_body_size``) and ``slow_uploads``' deadline;
+    event's limit (never below ``max_body_size``) and the ``slow_uploads`` deadline;
     a multipart body is streamed into ``uploads`` rather than buffered."""
     headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
     content_type = media_type(headers.get("content-type"))
@@ -257,19 +288,109 @@ async def guard_uploads(
     length = headers.get("content-length")
     if content_type in JSON_TYPES and (length is None or int(length) <= limit):
         return await guard_asgi(
-            scope, receive, send, _Limits(settings.trusted_origins, limit, slow_uploads)
+            scope, receive, send, _Limits(settings.trusted_origins, limit, settings.slow_uploads)
         )
+    slow_uploads = settings.slow_uploads
     watched = slow_uploads.watch(send)
     try:
-        if length is not None and int(length) > limit:
-            outcome: Refusal | FormFields | None = await _discard(receive, 0, cap, True)
-        else:
-            outcome = await _parse(scope, receive, policy, uploads, limit, cap)
+        outcome = await _read_multipart(scope, receive, policy, uploads, length, limit)
     finally:
         answered = not slow_uploads.done(watched, send)
     if answered:
         await uploads.aclose()
         return Refusal(408, "request body too slow", answered=True)
+    settled = await _settled(scope, outcome, policy, uploads)
+    return settled if isinstance(settled, Refusal) else _replay_form(scope, receive, settled)
+
+
+async def guard_upload_request(
+    request: Request, settings: UploadSettings, policy: UploadPolicy
+) -> EventValues | Refusal:
+    """``guard_request`` for an event with upload parameters that the middleware
+    could not see (its app is mounted below the middleware's): the same limits
+    as ``guard_uploads``, the multipart body streamed into ``scope[UPLOADS_KEY]``
+    under a timer of its own (a rare path: its cost does not matter)."""
+    scope = request.scope
+    guarded: EventValues | None = scope.get(VALUES_KEY)
+    if guarded is not None:
+        return guarded
+    headers = request.headers
+    content_type = media_type(headers.get("content-type"))
+    if content_type in JSON_TYPES:
+        limit = max(policy.max_json, settings.max_body_size)
+        limits = _Limits(settings.trusted_origins, limit, settings.slow_uploads)
+        return await guard_request(request, limits)
+    if content_type != "multipart/form-data":
+        return await guard_request(request, settings)
+    limit = max(policy.max_body, settings.max_body_size)
+    cap = DISCARD_FACTOR * limit
+    refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, cap)
+    if refusal is not None:
+        return refusal
+    uploads = scope.setdefault(UPLOADS_KEY, Uploads())
+    within = settings.slow_uploads.within
+    chunks = request.stream().__aiter__()
+    try:
+        async with asyncio.timeout(within):
+            try:
+                first = await anext(chunks, b"")
+            except RuntimeError:  # FastHTML parsed the form before the handler ran
+                return await _settled(
+                    scope, await _collect(await request.form(), policy, uploads), policy, uploads
+                )
+            except ClientDisconnect:
+                return Refusal(400, "client disconnected")
+            outcome = await _read_multipart(
+                scope,
+                _receiving(first, chunks),
+                policy,
+                uploads,
+                headers.get("content-length"),
+                limit,
+            )
+    except TimeoutError:
+        await uploads.aclose()
+        return Refusal(408, f"request body not received within {within:g} s")
+    return await _settled(scope, outcome, policy, uploads)
+
+
+def _receiving(first: bytes, chunks: AsyncIterator[bytes]) -> Receive:
+    """The ASGI messages of a request body read through ``Request.stream()``."""
+    pending: bytes | None = first
+
+    async def receive() -> Message:
+        nonlocal pending
+        chunk, pending = pending, None
+        if chunk is None:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            except ClientDisconnect:
+                return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    return receive
+
+
+async def _read_multipart(
+    scope: Scope,
+    receive: Receive,
+    policy: UploadPolicy,
+    uploads: Uploads,
+    length: str | None,
+    limit: int,
+) -> Refusal | FormFields | None:
+    cap = DISCARD_FACTOR * limit
+    if length is not None and int(length) > limit:
+        return await _discard(receive, 0, cap, True)
+    return await _parse(scope, receive, policy, uploads, limit, cap)
+
+
+async def _settled(
+    scope: Scope, outcome: Refusal | FormFields | None, policy: UploadPolicy, uploads: Uploads
+) -> Refusal | FormFields:
+    """The values of a multipart body read (``scope[VALUES_KEY]``), or its refusal."""
     if isinstance(outcome, Refusal):
         await uploads.aclose()
         return outcome
@@ -279,7 +400,7 @@ async def guard_uploads(
         uploads.refused = policy.too_large()
         outcome = FormFields()
     scope[VALUES_KEY] = outcome
-    return _replay_form(scope, receive, outcome)
+    return outcome
 
 
 async def _parse(
@@ -322,6 +443,11 @@ async def _parse(
         if stopped == "disconnect":
             return Refusal(400, "client disconnected")
         return await _discard(receive, size, cap, ended)
+    return await _collect(form, policy, uploads)
+
+
+async def _collect(form: FormData, policy: UploadPolicy, uploads: Uploads) -> FormFields:
+    """The text fields of a parsed multipart form, its files put in ``uploads``."""
     fields = FormFields()
     names = policy.names
     for name, value in form.multi_items():

@@ -1,7 +1,5 @@
 """FastAPI: a dependency that resolves a state for a route.
 
-::
-
     from typing import Annotated
     from fastapi import FastAPI
     from faststate import FastStateMiddleware, register_state
@@ -44,7 +42,15 @@ def UseState(cls: type[S], *, key: str | None = None) -> Any:
     ``record_id`` or ``id`` from the path, then the query; 400, 401 and 403
     as ``HTTPException``.  Use it as ``Annotated[Counter, UseState(Counter)]``
     (or as a default, ``counter: Counter = UseState(Counter)``, like ``Depends``).
+
+    Args:
+        cls: A state class registered on the app.
+        key: The component or record id; ``None``: from the path or query.
+
+    Returns:
+        A FastAPI ``Depends`` marker.
     """
+
 
     async def use_state(request: HTTPConnection) -> S:
         return await ause_state(request, cls, key=key)

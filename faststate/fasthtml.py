@@ -19,6 +19,13 @@ def datastar_script(src: str | None = None, protocol: Literal["v1", "beta"] = "v
 
     By default from the public CDN, in the version matching ``protocol``;
     ``src`` points it elsewhere (a self-hosted copy).
+
+    Args:
+        src: The script's URL (``"/static/datastar.js"``); ``None``: the CDN.
+        protocol: The Datastar dialect the middleware speaks, ``"v1"`` or ``"beta"``.
+
+    Returns:
+        A FastHTML ``Script`` element to put in the page's headers.
     """
     return Script(type="module", src=datastar_src(protocol) if src is None else src)
 
@@ -29,7 +36,17 @@ class FastStateHTML(StateApp, FastHTML):  # type: ignore[misc]
     ``faststate={...}`` passes options to the middleware; ``datastar_src``
     overrides the client script (``False`` leaves it out).  htmx is off by
     default: Datastar drives the page.
+
+    Args:
+        *args: FastHTML's positional arguments.
+        faststate: Keyword options of ``FastStateMiddleware``
+            (``{"secret_key": ..., "store": RedisStore(url)}``).
+        datastar_src: The client script's URL; ``None``: the CDN copy of the
+            middleware's ``protocol``; ``False``: no script tag.
+        **kwargs: FastHTML's keyword arguments (``hdrs=``, ``before=``...);
+            ``htmx`` and ``surreal`` default to False.
     """
+
 
     def __init__(
         self,

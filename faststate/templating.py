@@ -1,7 +1,7 @@
 """Jinja2 templates: faststate's page helpers as template functions.
 
 ``install(templates)`` adds them to a ``jinja2.Environment`` or to Starlette's
-(and FastAPI's) ``Jinja2Templates``::
+(and FastAPI's) ``Jinja2Templates``:
 
     templates = Jinja2Templates(directory="templates")
     install(templates)
@@ -17,7 +17,7 @@
 and ``viewer_names`` give attribute markup (``name="value"`` pairs, values
 escaped) to write inside a tag.  ``action``, ``ref`` and ``signal_name`` give
 plain strings, which autoescaping escapes where the template puts them, e.g.
-inside an attribute it writes itself::
+inside an attribute it writes itself:
 
     <input data-on:keydown="evt.key === 'Enter' && {{ action(todos.add) }}">
 
@@ -54,7 +54,17 @@ _NAME: Final = re.compile(r"[^\s\"'<>/=\x00-\x1f\x7f]+")
 
 
 def attributes(mapping: Mapping[str, str]) -> Markup:
-    """``name="value" ...`` for a dict of attributes (what every helper returns), values escaped."""
+    """``name="value" ...`` for a dict of attributes (what every helper returns), values escaped.
+
+    Args:
+        mapping: Attribute names and values (``{"data-text": "$Counter.count"}``).
+
+    Returns:
+        Markup to write inside a tag.
+
+    Raises:
+        ValueError: A name is not a valid HTML attribute name.
+    """
     pairs = []
     for name, value in mapping.items():
         if not _NAME.fullmatch(name):
@@ -80,6 +90,14 @@ def datastar_script(
     By default the CDN copy of the dialect the middleware speaks (read from
     ``request`` in the template's context; ``"v1"`` without one); ``src``
     points it at a self-hosted copy.
+
+    Args:
+        context: The template's context (Jinja2 passes it).
+        src: The script's URL; ``None``: the CDN copy of the dialect.
+        protocol: ``"v1"`` or ``"beta"``; ``None``: the middleware's.
+
+    Returns:
+        The ``<script>`` tag as markup.
     """
     if src is None:
         if protocol is None:
@@ -91,7 +109,20 @@ def datastar_script(
 
 
 def install(target: Environment | Jinja2Templates) -> Environment:
-    """Add the helpers to ``target``'s globals; returns its environment."""
+    """Add the helpers to ``target``'s globals; returns its environment.
+
+    Adds ``text``, ``bind``, ``error``, ``on``, ``signals``, ``live``,
+    ``viewer_count`` and ``viewer_names`` (as attribute markup), ``action``,
+    ``ref`` and ``signal_name`` (as strings) and ``datastar_script``.
+
+    Args:
+        target: A ``jinja2.Environment``, or Starlette's (or FastAPI's)
+            ``Jinja2Templates``.
+
+    Returns:
+        The environment the helpers were added to.
+    """
+
     env: Environment = target if isinstance(target, Environment) else target.env
     env.globals.update(
         text=_as_markup(_helpers.text),

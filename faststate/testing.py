@@ -1,7 +1,7 @@
 """Helpers for testing apps built on faststate.
 
 ``fire(client, counter.increment, amount=2)`` posts an event the way the
-Datastar client does and returns the parsed answer::
+Datastar client does and returns the parsed answer:
 
     result = fire(client, "/CounterState/increment", amount=2)
     assert result.signals == {"CounterState": {"count": 2}}
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from faststate._helpers import event_url
 from faststate._protocol import ERRORS_SIGNAL
 
+#: The headers the Datastar client sends with an event (a same-origin fetch).
 DATASTAR_HEADERS = {
     "Datastar-Request": "true",
     "Sec-Fetch-Site": "same-origin",
@@ -33,7 +34,14 @@ _ELEMENT_EVENTS = ("datastar-patch-elements", "datastar-merge-fragments")
 
 @dataclass
 class SSEEvent:
-    """One Server-Sent Event; ``data`` maps each data-line keyword to its lines."""
+    """One Server-Sent Event; ``data`` maps each data-line keyword to its lines.
+
+    Attributes:
+        type: The event type (``datastar-patch-signals``, ``datastar-patch-elements``...).
+        data: Each ``data:`` line's keyword (``signals``, ``elements``,
+            ``selector``, ``mode``...) with its lines.
+        id: The SSE id (a live stream's version), or None.
+    """
 
     type: str
     data: dict[str, list[str]] = field(default_factory=dict)
@@ -41,21 +49,39 @@ class SSEEvent:
 
     @property
     def signals(self) -> Any:
+        """The JSON of a signal patch, or None for other events."""
         return json.loads("\n".join(self.data["signals"])) if "signals" in self.data else None
 
     @property
     def html(self) -> str:
+        """The HTML of an element patch (``""`` for other events)."""
         lines = self.data.get("elements") or self.data.get("fragments") or []
         return "\n".join(lines)
 
     def value(self, keyword: str) -> str | None:
+        """The first line of one data keyword.
+
+        Args:
+            keyword: ``"selector"``, ``"mode"``...
+
+        Returns:
+            The line, or None when the event has none.
+        """
         lines = self.data.get(keyword)
         return lines[0] if lines else None
 
 
 @dataclass
 class EventResult:
-    """What an event endpoint answered."""
+    """What an event endpoint answered.
+
+    Attributes:
+        status_code: The HTTP status.
+        headers: The response headers.
+        text: The raw body.
+        events: The body parsed as Server-Sent Events (empty unless it was
+            ``text/event-stream``).
+    """
 
     status_code: int
     headers: Mapping[str, str]
@@ -87,6 +113,7 @@ class EventResult:
 
     @property
     def elements(self) -> list[SSEEvent]:
+        """The element patches of the answer, in order (``.html``, ``.value("selector")``)."""
         return [sse for sse in self.events if sse.type in _ELEMENT_EVENTS]
 
     @property
@@ -100,6 +127,7 @@ class EventResult:
         return None
 
     def json(self) -> Any:
+        """The body parsed as JSON (for answers that are not event streams)."""
         return json.loads(self.text)
 
 
@@ -125,6 +153,21 @@ def fire(
     ``uploads={"avatar": ("me.png", data, "image/png")}`` (a list of such
     tuples for a list parameter) posts a multipart form as ``action(...,
     form=True)`` does, with ``signals`` as its text fields.
+
+    Args:
+        client: Starlette's ``TestClient`` or an ``httpx.Client`` on the app.
+        target: The event's URL (``"/CounterState/increment"``), or a bound
+            event method of a resolved instance (its URL is built like ``action``'s).
+        signals: The JSON body: the page's signals (``{"message": "hi"}``,
+            ``{"Signup": {"email": "a@b.c"}}`` for bindable fields).
+        headers: Headers added to, or replacing, ``DATASTAR_HEADERS``.
+        uploads: Files by parameter name: ``(file name, contents, media type)``,
+            or a list of them.
+        **params: Event parameters for the query string (booleans as
+            ``true``/``false``).
+
+    Returns:
+        The parsed answer.
     """
     url, body, all_headers = _request(target, signals, headers, params)
     if uploads is not None:
@@ -146,7 +189,19 @@ async def afire(
     uploads: Mapping[str, FileToUpload | list[FileToUpload]] | None = None,
     **params: Any,
 ) -> EventResult:
-    """``fire`` for ``httpx.AsyncClient``."""
+    """``fire`` for ``httpx.AsyncClient``.
+
+    Args:
+        client: An ``httpx.AsyncClient`` on the app (``ASGITransport``).
+        target: The event's URL, or a bound event method.
+        signals: The JSON body: the page's signals.
+        headers: Headers added to, or replacing, ``DATASTAR_HEADERS``.
+        uploads: Files by parameter name, as for ``fire``.
+        **params: Event parameters for the query string.
+
+    Returns:
+        The parsed answer.
+    """
     url, body, all_headers = _request(target, signals, headers, params)
     if uploads is not None:
         del all_headers["Content-Type"]
@@ -170,7 +225,14 @@ def _files(
 
 
 def parse_sse(text: str) -> list[SSEEvent]:
-    """Split an event stream into events (comments and blank events skipped)."""
+    """Split an event stream into events (comments and blank events skipped).
+
+    Args:
+        text: The body of a ``text/event-stream`` response.
+
+    Returns:
+        The events, in order.
+    """
     events: list[SSEEvent] = []
     for block in text.replace("\r\n", "\n").split("\n\n"):
         current: SSEEvent | None = None
@@ -223,7 +285,17 @@ def _result(response: Any) -> EventResult:
 
 
 def apply_patch(target: Any, patch: Any) -> Any:
-    """``target`` after a signal patch, as the Datastar 1.0 client applies it (RFC 7396)."""
+    """``target`` after a signal patch, as the Datastar 1.0 client applies it (RFC 7396).
+
+    Args:
+        target: The signals before (a dict, or anything for a non-object patch).
+        patch: A JSON Merge Patch: nested objects merge, ``null`` deletes,
+            anything else replaces.
+
+    Returns:
+        The signals after (``target`` is not changed).
+    """
+
     if not isinstance(patch, dict):
         return patch
     result = dict(target) if isinstance(target, dict) else {}

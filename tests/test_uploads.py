@@ -16,12 +16,23 @@ from typing import Annotated, Any
 import pytest
 from fasthtml.common import Beforeware, FastHTML
 from pydantic import Field
+from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from faststate import ReactiveState, StateScope, Upload, action, event, use_state
+from faststate import (
+    FastStateMiddleware,
+    ReactiveState,
+    StateScope,
+    Upload,
+    action,
+    event,
+    register_state,
+    use_state,
+)
 from faststate._protocol import PROTOCOLS
 from faststate._uploads import DEFAULT_MAX_SIZE, UploadPolicy, upload_of
 from faststate.testing import DATASTAR_HEADERS, fire
@@ -353,3 +364,50 @@ def test_json_dump_of_errors_is_a_string(client: TestClient) -> None:
     result = fire(client, AVATAR, uploads={"avatar": ("a.gif", PNG, "image/gif")})
     shown = result.signals["Gallery"]["_errors"]
     assert json.loads(shown) == {"avatar": "Only image/png, image/webp files are accepted."}
+
+
+def mounted_below(inner: Any) -> Starlette:
+    """``inner`` (holding the states) mounted under ``/api`` of an app whose own
+    middleware cannot see its event paths: events are guarded in the endpoint."""
+    register_state(inner, Gallery, scope=StateScope.GLOBAL)
+
+    def page(request: Request) -> JSONResponse:
+        return JSONResponse(use_state(request, Gallery).model_dump(exclude={"id"}))
+
+    if isinstance(inner, FastHTML):
+        inner.route("/")(page)
+    else:
+        inner.add_route("/", page)
+    outer = Starlette(routes=[Mount("/api", inner)])
+    outer.add_middleware(FastStateMiddleware, secret_key="s" * 32)
+    return outer
+
+
+@pytest.mark.parametrize("inner", [Starlette, FastHTML], ids=["starlette", "fasthtml"])
+def test_uploads_to_an_app_mounted_below_the_middleware(inner: type[Any]) -> None:
+    SEEN.clear()
+    data = PNG * 160  # ~2.6 MiB: over max_body_size (1 MiB), under the event's 3 MiB
+    with TestClient(mounted_below(inner())) as client:
+        result = fire(
+            client,
+            "/api" + AVATAR,
+            {"caption": "me"},
+            uploads={"avatar": ("me.png", data, "image/png")},
+        )
+        assert result.status_code == 200, result.text
+        assert result.errors == {}
+        assert client.get("/api/").json()["avatar"] == digest("me.png", data)
+        assert SEEN and all(file.file.closed for file in SEEN)  # closed once answered
+
+        too_big = fire(
+            client,
+            "/api" + AVATAR,
+            {"caption": "big"},
+            uploads={"avatar": ("big.png", PNG * 200, "image/png")},  # ~3.1 MiB
+        )
+        assert too_big.status_code == 200, too_big.text
+        assert too_big.errors == {"avatar": "The file is larger than 3 MiB."}
+        wrong = fire(client, "/api" + AVATAR, uploads={"avatar": ("a.gif", b"GIF8", "image/gif")})
+        assert wrong.errors == {"avatar": "Only image/png, image/webp files are accepted."}
+        state = client.get("/api/").json()
+        assert (state["avatar"], state["caption"]) == (digest("me.png", data), "me")

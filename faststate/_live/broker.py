@@ -124,15 +124,33 @@ Subscriber = Callable[[Change | ViewersChanged | None], None]
 
 
 class Broker(ABC):
-    """Publish changes by instance key; deliver them to local subscribers."""
+    """Publish changes by instance key; deliver them to local subscribers.
+
+    The base of ``LocalBroker`` (one process) and ``RedisBroker`` (every
+    worker, through Redis pub/sub).  Give one to the middleware as
+    ``broker=``; by default the store picks it.
+    """
 
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscriber]] = {}
 
     async def subscribe(self, key: str, subscriber: Subscriber) -> None:
+        """Deliver the messages of ``key`` to ``subscriber`` from now on.
+
+        Args:
+            key: The instance key.
+            subscriber: Called with each change, or ``None`` when some may
+                have been missed.
+        """
         self._subscribers.setdefault(key, set()).add(subscriber)
 
     async def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
+        """Stop delivering the messages of ``key`` to ``subscriber``.
+
+        Args:
+            key: The instance key.
+            subscriber: As given to ``subscribe``.
+        """
         subscribers = self._subscribers.get(key)
         if subscribers is not None:
             subscribers.discard(subscriber)
@@ -140,23 +158,42 @@ class Broker(ABC):
                 del self._subscribers[key]
 
     @abstractmethod
-    async def publish(self, change: Change) -> None: ...
+    async def publish(self, change: Change) -> None:
+        """Send one committed change to every subscriber of its key.
+
+        Args:
+            change: The change: key, version, signal patch and element patches.
+        """
 
     async def publish_viewers(self, key: str) -> None:
-        """Tell every process that the viewers of ``key`` changed (in process here)."""
+        """Tell every process that the viewers of ``key`` changed (in process here).
+
+        Args:
+            key: The instance key.
+        """
         self._deliver(ViewersChanged(key))
 
     def reaches(self, key: str) -> bool:
         """Whether a change of ``key`` may have a subscriber anywhere, now or soon
-        (a page reconnecting within the replay window)."""
+        (a page reconnecting within the replay window).
+
+        Args:
+            key: The instance key.
+        """
         return True
 
     async def replay(self, key: str, after: int) -> list[Change] | None:
         """The changes of ``key`` after version ``after`` still in the log, in
-        order, or None if some are no longer there."""
+        order, or None if some are no longer there.
+
+        Args:
+            key: The instance key.
+            after: The last version the page has.
+        """
         return None
 
     def subscriber_count(self) -> int:
+        """How many subscriptions this process holds."""
         return sum(len(s) for s in self._subscribers.values())
 
     def _deliver(self, change: Change | ViewersChanged) -> None:
@@ -178,7 +215,13 @@ class LocalBroker(Broker):
 
     An instance's log lives while a page watches it and ``replay_window``
     seconds after the last one left, at most ``replay_size`` changes long.
+
+    Args:
+        replay_size: Changes kept per watched instance for pages that
+            reconnect (0: no log; they resync).
+        replay_window: Seconds a log outlives the last page watching it.
     """
+
 
     def __init__(
         self, *, replay_size: int = REPLAY_SIZE, replay_window: float = REPLAY_WINDOW

@@ -35,6 +35,28 @@ async def mutate(target: Any, cls: type[S], *, key: str | None = None) -> AsyncI
     the scope is keyed by: none for GLOBAL, the session id for SESSION, the
     user id for USER, ``"<session id>:<component id>"`` for COMPONENT, the
     record id for RECORD).
+
+    An async context manager: the instance is locked, loaded and tracked on
+    entry; on a clean exit its changes are saved and pushed to live pages,
+    on an exception rolled back (nothing saved).  Inside an event (or
+    another ``mutate``) it joins that transaction instead:
+
+        async with mutate(app, Poll) as poll:
+            poll.votes["tea"] += 1
+
+    Args:
+        target: A request (or WebSocket), or the app once it has started.
+        cls: A registered state class.
+        key: With a request, the component or record id; with the app, the
+            id the scope is keyed by (see above).
+
+    Yields:
+        The instance, changeable for the length of the block.
+
+    Raises:
+        RuntimeError: ``target`` is an app that has not started yet.
+        starlette.exceptions.HTTPException: With a request: 400, 401 or 403
+            as ``use_state``.
     """
     runtime, address = await _locate(target, cls, key)
     joining = running()
@@ -64,7 +86,22 @@ async def push(
     """Send elements to every live page showing ``state`` (e.g. a re-rendered list).
 
     ``state`` must have been resolved (``use_state``, an event, ``mutate``).
+    The elements go with the version of the state's last save: a page that
+    missed that save resyncs first.
+
+    Args:
+        target: A request, or the app once it has started.
+        state: A resolved instance.
+        *elements: FastHTML elements, objects with ``__html__``, or HTML strings.
+        selector: The CSS selector they are patched into; ``None``: by their ``id``.
+        mode: How they are patched (``"outer"``, ``"inner"``, ``"append"``... as
+            in ``@event``).
+
+    Raises:
+        ValueError: ``state`` was not resolved.
+        RuntimeError: ``target`` is an app that has not started yet.
     """
+
     runtime = runtime_of(target)
     key = placement_of(state).key
     if key.startswith("unbound:"):

@@ -47,7 +47,20 @@ class RedisBroker(Broker):
     takes one of them); beyond that a publish queues for up to
     ``pool_timeout`` seconds instead of failing.  ``socket_timeout`` bounds
     each command, so a publish to a stalled Redis cannot hold an event.
+
+    A ``RedisStore`` gives the middleware one on its own URL; build one
+    yourself only to use Redis for live pages with another store.
+
+    Args:
+        url: The Redis URL.
+        prefix: Put before every channel and key name.
+        max_connections: Connections per process for publishing.
+        pool_timeout: Seconds a publish waits for a free connection.
+        socket_timeout: Seconds for each Redis command.
+        replay_size: About how many changes the replay log of an instance keeps.
+        replay_window: Seconds the log lives after its last change.
     """
+
 
     def __init__(
         self,

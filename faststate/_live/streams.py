@@ -58,7 +58,16 @@ def live(request: HTTPConnection) -> dict[str, str]:
 
     Call it after every ``use_state`` of the page: the stream covers the
     instances resolved so far.
+
+    Args:
+        request: The request of the page being rendered.
+
+    Returns:
+        ``data-init`` (``data-on-load`` in beta) opening the stream, whose URL
+        carries a signed token naming the resolved instances, and the page's
+        id as a client-only signal; ``{}`` when the page resolved none.
     """
+
     context = context_of(request)
     if not context.resolved:
         return {}

@@ -45,12 +45,32 @@ def viewers(target: Any, state: ReactiveState) -> list[str]:
     ``target`` is the request (or the app, once started); ``state`` an
     instance of a class registered with ``presence``.  With a Redis store
     this reads Redis: in async handlers prefer ``await aviewers(...)``.
+
+    Args:
+        target: A request, or the app once it has started.
+        state: A resolved instance of a class registered with ``presence``.
+
+    Returns:
+        The viewers' labels, sorted, one per session (``["alice", "guest"]``).
+
+    Raises:
+        ValueError: ``state`` was not resolved.
+        TypeError: Its class was registered without ``presence``.
     """
     return runtime_of(target).presence.table.read_sync(_key(state))
 
 
 async def aviewers(target: Any, state: ReactiveState) -> list[str]:
-    """``viewers`` for async code: reads without blocking the event loop."""
+    """``viewers`` for async code: reads without blocking the event loop.
+
+    Args:
+        target: A request, or the app once it has started.
+        state: A resolved instance of a class registered with ``presence``.
+
+    Returns:
+        The viewers' labels, sorted, one per session.
+    """
+
     key = _key(state)
     return (await runtime_of(target).presence.table.read((key,)))[key]
 

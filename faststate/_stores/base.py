@@ -35,11 +35,19 @@ HELD: Final = Lease()
 
 
 class StoreUnavailable(Exception):
-    """The store cannot be reached; the request is answered 503."""
+    """The store cannot be reached; the request is answered 503.
+
+    Raised by stores (and ``SQLPersistence``) when Redis or the database
+    refuses, stalls or times out; nothing of the event was kept.
+    """
 
 
 class StaleState(Exception):
-    """A save found newer state than the event started from; nothing was written."""
+    """A save found newer state than the event started from; nothing was written.
+
+    Raised when a worker lost its lock mid-event (``RedisStore``); the
+    request is answered 409.
+    """
 
 
 class StateStore(ABC):
@@ -53,32 +61,87 @@ class StateStore(ABC):
     ``ttl`` is in seconds; ``None`` keeps the instance until it is deleted or
     evicted.  Every ``save`` bumps the instance's version by one, which live
     pages use to notice a missed change.
+
+    Subclass it for a store of your own; ``MemoryStore`` and ``RedisStore``
+    are the two faststate ships.  Keys are faststate's internal instance keys
+    (``session:Cls:<sid>``).
     """
 
     #: True when instances are shared with other processes (needs a fixed secret key).
     shared: bool = False
 
     @abstractmethod
-    async def load(self, key: str, cls: type[S]) -> S | None: ...
+    async def load(self, key: str, cls: type[S]) -> S | None:
+        """The instance stored under ``key``, or None (absent or expired).
+
+        Args:
+            key: The instance key.
+            cls: The state class to build it as.
+
+        Raises:
+            StoreUnavailable: The store cannot be reached.
+        """
 
     @abstractmethod
-    def load_sync(self, key: str, cls: type[S]) -> S | None: ...
+    def load_sync(self, key: str, cls: type[S]) -> S | None:
+        """``load`` for sync callers (``use_state`` in a sync handler).
+
+        Args:
+            key: The instance key.
+            cls: The state class to build it as.
+        """
 
     @abstractmethod
-    async def add(self, key: str, state: S, ttl: float | None) -> S: ...
+    async def add(self, key: str, state: S, ttl: float | None) -> S:
+        """Store ``state`` under ``key`` unless the key holds one already.
+
+        Args:
+            key: The instance key.
+            state: A new instance.
+            ttl: Seconds of idleness before it expires; ``None``: no expiry.
+
+        Returns:
+            Whichever instance the key holds afterwards.
+        """
 
     @abstractmethod
-    def add_sync(self, key: str, state: S, ttl: float | None) -> S: ...
+    def add_sync(self, key: str, state: S, ttl: float | None) -> S:
+        """``add`` for sync callers.
+
+        Args:
+            key: The instance key.
+            state: A new instance.
+            ttl: Seconds of idleness before it expires; ``None``: no expiry.
+        """
+
 
     @abstractmethod
-    async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None: ...
+    async def save(self, key: str, state: ReactiveState, ttl: float | None) -> None:
+        """Store ``state`` under ``key`` (under its lock) and bump its version.
+
+        Args:
+            key: The instance key.
+            state: The instance after the event.
+            ttl: Seconds of idleness before it expires; ``None``: no expiry.
+
+        Raises:
+            StaleState: The stored version moved on since the load.
+            StoreUnavailable: The store cannot be reached.
+        """
 
     async def save_many(
         self, items: Sequence[tuple[str, ReactiveState, float | None]]
     ) -> list[Exception | None]:
         """Save several instances (one event's): per item, ``None`` once saved or
         the error that kept it from being saved.  Here one by one, and nothing
-        more after a failure; a store that can saves them in one round trip."""
+        more after a failure; a store that can saves them in one round trip.
+
+        Args:
+            items: ``(key, state, ttl)`` for each instance.
+
+        Returns:
+            One outcome per item, in order.
+        """
         outcomes: list[Exception | None] = []
         failed: Exception | None = None
         for key, state, ttl in items:
@@ -93,11 +156,24 @@ class StateStore(ABC):
         return outcomes
 
     @abstractmethod
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> None:
+        """Remove the instance under ``key`` (nothing if there is none).
+
+        Args:
+            key: The instance key.
+        """
 
     @abstractmethod
     def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
-        """Exclusive access to ``key`` for the length of one event."""
+        """Exclusive access to ``key`` for the length of one event.
+
+        Args:
+            key: The instance key.
+
+        Returns:
+            An async context manager giving the lease.
+        """
+
 
     def viewer_table(self) -> ViewerTable:
         """Where presence keeps its seats: in process."""

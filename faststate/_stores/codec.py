@@ -35,8 +35,6 @@ def encode(state: ReactiveState) -> str:
         fields[name] = adapter.dump_python(state.__dict__[name], mode="json")
     private: dict[str, Any] = {}
     for name, value in (state.__pydantic_private__ or {}).items():
-        if name in ReactiveState.__faststate_private__:
-            continue
         try:
             private[name] = _private_adapter(cls, name).dump_python(value, mode="json")
         except PydanticSerializationError:
@@ -56,7 +54,7 @@ def decode(cls: type[S], text: str | bytes) -> S | None:
         state_private = state.__pydantic_private__
         if state_private is not None:
             for name, value in private.items():
-                if name in state_private and name not in ReactiveState.__faststate_private__:
+                if name in state_private:
                     state_private[name] = _private_adapter(cls, name).validate_python(value)
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         logger.warning(

@@ -38,7 +38,15 @@ class MemoryStore(StateStore):
     never the state of sessions that came back.  The protected segment holds
     at most four fifths of the cap; beyond that its least recently used
     instance goes back on probation.
+
+    Args:
+        max_instances: The most instances kept in the process.
+        clock: A monotonic clock in seconds (tests pass a fake one).
+
+    Raises:
+        ValueError: ``max_instances`` is less than 1.
     """
+
 
     def __init__(
         self,

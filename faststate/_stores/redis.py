@@ -88,7 +88,21 @@ class RedisStore(StateStore):
       it queue for a free connection rather than fail.
     - ``pool_timeout`` (5 s): how long a command may queue for a connection
       before a 503.
+
+    Needs a fixed secret key on the middleware (every worker must accept the
+    same cookies); live pages then use ``RedisBroker`` on the same URL.
+
+    Args:
+        url: The Redis URL (``redis://host:6379/0``).
+        prefix: Put before every Redis key faststate writes.
+        lock_lease: Seconds a lock lives unless renewed.
+        lock_timeout: Seconds one event may hold an instance; ``None``: no limit.
+        lock_wait: Seconds an event waits for a lock before a 503.
+        socket_timeout: Seconds for each Redis command and connection attempt.
+        max_connections: Redis connections per process.
+        pool_timeout: Seconds a command waits for a free connection before a 503.
     """
+
 
     shared = True
 

@@ -31,6 +31,10 @@ Fixtures (all tests under ``tests/browser`` get the ``browser`` marker):
     end of the test.
 ``page_errors`` (session)
     ``page_errors(page) -> list[str]``: live list of console errors / page errors.
+``screenshot`` (function)
+    ``screenshot(page, name)``: saves the page as ``docs/screenshots/<name>.png``
+    for the documentation (see ``save_docs_screenshot``); in a test
+    parametrized by ``protocol`` only the v1 run writes it.
 ``blocked_requests`` (session)
     ``blocked_requests(context) -> list[str]``: URLs the context refused.
 
@@ -50,6 +54,8 @@ fixtures, as importing ``conftest`` by name depends on pytest's import mode):
     The public CDN URL an app under test uses for the given protocol.
 ``save_screenshots(item, pages)``
     Screenshot pages to ``tests/browser/screenshots/<test name>-<n>.png``.
+``save_docs_screenshot(page, name) -> Path``
+    The page at a fixed viewport as ``docs/screenshots/<name>.png``.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ from tests.support import load_example, run_server
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 SCREENSHOT_DIR = HERE / "screenshots"
+DOCS_SCREENSHOT_DIR = REPO_ROOT / "docs" / "screenshots"
+DOCS_VIEWPORT = {"width": 900, "height": 640}
 FETCH_SCRIPT = REPO_ROOT / "scripts" / "fetch-datastar-clients"
 
 CHROMIUM_ARGS = [
@@ -461,6 +469,42 @@ def save_screenshots(item: pytest.Item, pages: list[Any]) -> list[Path]:
         except Exception as exc:
             sys.stderr.write(f"screenshot of {getattr(page, 'url', '?')} failed: {exc}\n")
     return saved
+
+
+def save_docs_screenshot(page: Any, name: str) -> Path:
+    """Save ``page`` as ``docs/screenshots/<name>.png`` (``<name>``: the example's module).
+
+    The documentation shows these, and the tests write them on every run so that
+    they stay current; nothing compares them, so a changed picture fails nothing.
+    The page is laid out at a fixed 900 px wide viewport (the whole page is taken
+    when it is taller than 640 px), with no hover, focus ring or caret.
+    """
+    page.set_viewport_size(DOCS_VIEWPORT)
+    page.mouse.move(0, 0)
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.evaluate("() => document.fonts.ready.then(() => undefined)")
+    DOCS_SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    path = DOCS_SCREENSHOT_DIR / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True, animations="disabled", caret="hide")
+    return path
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path | None]:
+    """``screenshot(page, name)``: ``save_docs_screenshot(page, name)`` from this test.
+
+    A test parametrized by ``protocol`` runs its steps under both clients, but
+    only the v1 run writes the picture (the docs show one page per example).
+    """
+    callspec = getattr(request.node, "callspec", None)
+    protocol = callspec.params.get("protocol") if callspec is not None else None
+
+    def _screenshot(page: Any, name: str) -> Path | None:
+        if protocol not in (None, "v1"):
+            return None
+        return save_docs_screenshot(page, name)
+
+    return _screenshot
 
 
 @pytest.fixture

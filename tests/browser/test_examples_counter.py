@@ -85,3 +85,16 @@ def test_a_new_session_starts_at_zero(protocol: str, site, new_context, page_err
     expect(second.locator("#count")).to_have_text("1")
     assert page_errors(first) == []
     assert page_errors(second) == []
+
+
+def test_docs_screenshot(protocol: str, site, new_context, page_errors, screenshot) -> None:
+    """docs/screenshots/counter.png: the count after +5 and +1."""
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/")
+    page.click("#inc5")
+    page.click("#inc")
+    expect(page.locator("#count")).to_have_text("6")
+    screenshot(page, "counter")
+    assert page_errors(page) == []

@@ -69,3 +69,21 @@ def test_the_form_shows_each_refusal_then_accepts(  # type: ignore[no-untyped-de
     expect(page.locator("#subscribed")).to_have_text("Subscribed: ada@example.com")
     expect(email).to_have_value("ada@example.com")  # as the server normalised it
     assert page_errors(page) == []
+
+
+def test_docs_screenshot(  # type: ignore[no-untyped-def]
+    protocol: str, site, new_context, page_errors, screenshot
+) -> None:
+    """docs/screenshots/fastapi_app.png: the counter at 11 and an accepted subscription."""
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/")
+    page.click("#inc10")
+    page.click("#inc")
+    expect(page.locator("#count")).to_have_text("11")
+    page.fill("#email", "Ada@Example.com")
+    page.click("#subscribe")
+    expect(page.locator("#subscribed")).to_have_text("Subscribed: ada@example.com")
+    screenshot(page, "fastapi_app")
+    assert page_errors(page) == []

@@ -68,3 +68,30 @@ def test_votes_from_two_sessions_add_up(protocol: str, site, new_context, page_e
     expect_board(bob, votes)
     assert page_errors(alice) == []
     assert page_errors(bob) == []
+
+
+def test_docs_screenshot(  # type: ignore[no-untyped-def]
+    protocol: str, example_site, new_context, page_errors, screenshot
+) -> None:
+    """docs/screenshots/global_board.png: six votes from two visitors (a poll of its own,
+    so that it starts at zero)."""
+    base = example_site("global_board")(protocol)
+    alice, votes = open_board(new_context(protocol), base)
+    assert votes == {"tea": 0, "coffee": 0, "water": 0}
+    bob, _ = open_board(new_context(protocol), base)
+    for page, choice in [
+        (alice, "tea"),
+        (bob, "tea"),
+        (alice, "coffee"),
+        (bob, "tea"),
+        (bob, "coffee"),
+        (alice, "water"),
+    ]:
+        page.click(f"#vote-{choice}")
+        votes[choice] += 1
+        expect_board(page, votes)
+    alice.reload()
+    expect_board(alice, votes)
+    screenshot(alice, "global_board")
+    assert page_errors(alice) == []
+    assert page_errors(bob) == []

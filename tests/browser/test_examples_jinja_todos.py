@@ -108,3 +108,22 @@ def test_a_second_page_sees_changes_live(  # type: ignore[no-untyped-def]
     expect(bob.locator(f"#title-{item}")).to_have_class(DONE)
     assert page_errors(alice) == []
     assert page_errors(bob) == []
+
+
+def test_docs_screenshot(  # type: ignore[no-untyped-def]
+    protocol: str, site, new_context, page_errors, screenshot
+) -> None:
+    """docs/screenshots/jinja_todos.png: one finished item and two open ones."""
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/lists/weekend")
+    expect(page.locator("h1")).to_have_text("Todo list: weekend")
+    expect(page.locator("#items li")).to_have_count(0)
+    tickets = add_item(page, "Book the train tickets")
+    add_item(page, "Pack the tent", enter=True)
+    add_item(page, "Charge the camera")
+    page.click(f"#toggle-{tickets}")
+    expect(page.locator(f"#title-{tickets}")).to_have_class(DONE)
+    screenshot(page, "jinja_todos")
+    assert page_errors(page) == []

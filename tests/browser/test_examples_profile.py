@@ -166,3 +166,23 @@ def test_avatar_upload(protocol: str, site, new_context, page_errors) -> None:
 
 def _file(name: str, mime: str, size: int) -> dict[str, Any]:
     return {"name": name, "mimeType": mime, "buffer": b"\0" * size}
+
+
+def test_docs_screenshot(protocol: str, site, new_context, page_errors, screenshot) -> None:
+    """docs/screenshots/profile.png: a renamed, liked profile with its avatar uploaded."""
+    from playwright.sync_api import expect
+
+    page = log_in(new_context(protocol), site(protocol), "grace")  # a user of its own
+    page.fill("#new-name", "Grace Hopper")
+    page.click("#rename")
+    expect(page.locator("#display-name")).to_have_text("Grace Hopper")
+    for likes in ("1", "2", "3"):
+        page.click("#like")
+        expect(page.locator("#likes")).to_have_text(likes)
+    page.set_input_files(
+        "#avatar-file", files=[{"name": "grace.png", "mimeType": "image/png", "buffer": PNG}]
+    )
+    page.click("#upload")
+    expect(page.locator("#avatar")).to_have_text(f"grace.png, {len(PNG)} bytes")
+    screenshot(page, "profile")
+    assert page_errors(page) == []

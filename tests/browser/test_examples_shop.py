@@ -61,3 +61,29 @@ def test_two_shoppers_share_the_stock_and_see_each_other(  # type: ignore[no-unt
     expect(ada.locator("#viewers")).to_have_text("1", timeout=40_000)
     assert page_errors(ada) == []
     ada.close()
+
+
+def test_docs_screenshot(  # type: ignore[no-untyped-def]
+    protocol: str, example_site, new_context, page_errors, screenshot
+) -> None:
+    """docs/screenshots/shop.png: a product page with a filled cart and two people looking
+    (a shop of its own, so that the stock starts full)."""
+    from playwright.sync_api import expect
+
+    base = example_site("shop")(protocol)
+    ada = new_context(protocol).new_page()
+    ada.goto(f"{base}/products/mug")
+    ada.click("#add")
+    expect(ada.locator("#cart-count")).to_have_text("1")
+    ada.goto(f"{base}/products/tea")
+    ada.click("#add")
+    expect(ada.locator("#cart-count")).to_have_text("2")
+    ada.click("#add")
+    expect(ada.locator("#cart-count")).to_have_text("3")
+    expect(ada.locator("#stock")).to_have_text("3")
+    bob = new_context(protocol).new_page()
+    bob.goto(f"{base}/products/tea")
+    expect(ada.locator("#viewers")).to_have_text("2")
+    screenshot(ada, "shop")
+    assert page_errors(ada) == []
+    assert page_errors(bob) == []

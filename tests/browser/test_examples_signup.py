@@ -66,3 +66,22 @@ def test_signup_explains_each_refusal_then_welcomes(  # type: ignore[no-untyped-
     expect(page.locator("#name")).to_have_value("")
     assert page_errors(page) == []
     page.close()
+
+
+def test_docs_screenshot(  # type: ignore[no-untyped-def]
+    protocol: str, site, new_context, page_errors, screenshot
+) -> None:
+    """docs/screenshots/signup.png: the form refusing two fields, each message by its field."""
+    from playwright.sync_api import expect
+
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/")
+    page.fill("#email", "ada@example.com")
+    page.fill("#age", "12")
+    page.click("#submit")
+    expect(page.locator("#name-error")).to_have_text("String should have at least 1 character")
+    expect(page.locator("#age-error")).to_have_text("Input should be greater than or equal to 18")
+    expect(page.locator("#age")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#email-error")).to_be_hidden()
+    screenshot(page, "signup")
+    assert page_errors(page) == []

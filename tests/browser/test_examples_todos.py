@@ -196,3 +196,21 @@ def test_blank_title_is_refused(protocol: str, title: str, site, new_context, pa
     page.reload()
     expect(page.locator("#items li span")).to_have_text(["keep me", "then this"])
     assert page_errors(page) == []
+
+
+def test_docs_screenshot(protocol: str, site, new_context, page_errors, screenshot) -> None:
+    """docs/screenshots/todos.png: a list with one finished item and two open ones."""
+    from playwright.sync_api import expect
+
+    page = open_list(new_context(protocol), site(protocol), "groceries")
+    bread = add_item(page, "Bake bread")
+    add_item(page, "Buy oat milk")
+    add_item(page, "Water the plants")
+    page.click(f"#toggle-{bread}")
+    expect(page.locator(f"#title-{bread}")).to_have_class(DONE)
+    assert (
+        page.locator(f"#title-{bread}").evaluate("e => getComputedStyle(e).textDecorationLine")
+        == "line-through"
+    )
+    screenshot(page, "todos")
+    assert page_errors(page) == []

@@ -90,3 +90,15 @@ def test_another_session_has_its_own_steppers(
     expect_steppers(second, apples=(0, 1), pears=(0, 1), plums=(1, 1))
     assert page_errors(first) == []
     assert page_errors(second) == []
+
+
+def test_docs_screenshot(  # type: ignore[no-untyped-def]
+    protocol: str, site, new_context, page_errors, screenshot
+) -> None:
+    """docs/screenshots/widgets.png: three steppers, each at its own value and step."""
+    page = new_context(protocol).new_page()
+    page.goto(site(protocol) + "/")
+    use_the_steppers(page)
+    expect_steppers(page, apples=(2, 1), pears=(10, 10), plums=(-1, 1))
+    screenshot(page, "widgets")
+    assert page_errors(page) == []
