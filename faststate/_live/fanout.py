@@ -44,9 +44,17 @@ class Outgoing:
         self._templates: dict[tuple[str, str], tuple[list[bytes], dict[str, bytes]]] = {}
 
     def text(self, dialect: Dialect, namespace: str, event_id: str) -> bytes:
-        """The change's element and signal patches for a page showing the
-        instance under ``namespace``, each event carrying ``event_id``;
-        empty when there is nothing to show."""
+        """The change's element and signal patches for one page.
+
+        Args:
+            dialect: The page's Datastar dialect.
+            namespace: The instance's namespace on the page.
+            event_id: The page's SSE id once it has this change (its versions).
+
+        Returns:
+            The SSE events, each carrying ``event_id``; empty when there is
+            nothing to show.
+        """
         found = self._templates.get((dialect.name, namespace))
         if found is None:
             change = self.change
@@ -112,8 +120,15 @@ class Fanout:
         self._timer: asyncio.Task[None] | None = None
 
     async def join(self, stream: Receiver, keys: Sequence[str]) -> None:
-        """Deliver the changes of ``keys`` to ``stream`` from now on; returns once
-        the broker confirmed each subscription, so the stream may load after it."""
+        """Deliver the changes of ``keys`` to ``stream`` from now on, and beat its heartbeat.
+
+        Returns once the broker confirmed each subscription, so the stream
+        may load what it shows after it.
+
+        Args:
+            stream: The live stream.
+            keys: The instance keys it shows.
+        """
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # an app served again by a new loop (tests do that)
             self._loop, self._waiting, self._delivery, self._timer = loop, None, None, None
@@ -135,7 +150,12 @@ class Fanout:
                     await asyncio.shield(topic.ready)
 
     async def leave(self, stream: Receiver, keys: Sequence[str]) -> None:
-        """Stop delivering to ``stream``; the last stream of a key unsubscribes it."""
+        """Stop delivering to ``stream``; the last stream of a key unsubscribes it.
+
+        Args:
+            stream: As given to ``join``.
+            keys: As given to ``join``.
+        """
         self._streams.discard(stream)
         for key in keys:
             topic = self._topics.get(key)
@@ -150,7 +170,12 @@ class Fanout:
                 await self.broker.unsubscribe(key, topic)
 
     def post(self, topic: _Topic, message: Change | None) -> None:
-        """Queue a message for the streams of ``topic`` (the delivery task sends it)."""
+        """Queue a message for the streams of ``topic``; the delivery task hands it on.
+
+        Args:
+            topic: The streams of one instance.
+            message: Its next change, or None: "you may have missed some".
+        """
         outbox = self._outbox
         if len(outbox) >= self.outbox_size:
             # Publishers outran delivery: each instance's streams catch up instead.
@@ -197,6 +222,7 @@ class Fanout:
                 stream.tick()
 
     def stream_count(self) -> int:
+        """How many streams of this process receive changes."""
         return len(self._streams)
 
     async def aclose(self) -> None:

@@ -221,7 +221,12 @@ class LiveStream(Response):
 
     # Fan-out side: never blocks, never raises.
     def deliver(self, item: Outgoing | None) -> None:
-        """The next change of a watched instance; None: some may have been lost."""
+        """Queue the next change of a watched instance for the page.
+
+        Args:
+            item: The change, formatted once for every page, or None: some
+                may have been lost (the page catches up from the log).
+        """
         if self.ended:
             return
         if item is None or len(self.inbox) >= QUEUE_SIZE:
