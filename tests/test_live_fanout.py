@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 from starlette.applications import Starlette
 
-from faststate import mutate
+from faststate import RedisStore, mutate
 from faststate._live.broker import Change, LocalBroker
 from faststate._live.fanout import Fanout, Outgoing
 from faststate._live.streams import QUEUE_SIZE, LiveStream
@@ -147,6 +147,24 @@ async def test_two_hundred_pages_get_every_change_once_in_order_with_its_id() ->
             assert_once_in_order(page, [1, 2, 3, 4, 5])
         # One text for every page: the same bytes, formatted once.
         assert len({page.raw for page in opened}) == 1
+
+
+async def test_through_redis_every_page_gets_every_change_once_in_order(
+    redis_url: str, redis_prefix: str
+) -> None:
+    app = make_app(store=RedisStore(redis_url, prefix=redis_prefix))
+    try:
+        async with pages(app, 50) as (client, opened):
+            await asyncio.gather(*(bump(client) for _ in range(10)))
+            for page in opened:
+                await page.until(lambda p: len(p.counts()) >= 10)
+            await asyncio.sleep(0.05)
+            for page in opened:
+                assert_once_in_order(page, list(range(1, 11)))
+    finally:
+        runtime = _runtime(app)
+        await runtime.broker.aclose()
+        await runtime.store.aclose()
 
 
 async def test_a_burst_of_fifty_changes_arrives_in_order() -> None:
