@@ -1,7 +1,11 @@
 """The receiving side of the Redis fan-out benchmark: N live streams in one process.
 
-Prints "ready" once subscribed, then one JSON line with the time the last
-stream had the change in its queue.
+    python bench/fanout_worker.py <redis url> <prefix> <streams>
+
+A worker of the benchmark app on a ``RedisStore``: it opens N real live
+streams of ``CounterState`` of session ``bench`` (which must exist), prints
+"ready" once they all wait, then one JSON line with the time (``time.time()``)
+at which the last stream handed the next change to its ASGI ``send``.
 """
 
 from __future__ import annotations
@@ -12,33 +16,38 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's faststate
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
-from faststate import RedisBroker
-from faststate._live.broker import Change
+import apps  # noqa: E402
+from asgi import LivePages, session_cookie  # noqa: E402
+
+from faststate import RedisStore  # noqa: E402
+from faststate._resolve import address_from_key  # noqa: E402
+from faststate._state import stored_version  # noqa: E402
+from faststate._transaction import read  # noqa: E402
 
 
-async def main(url: str, subscribers: int) -> None:
-    broker = RedisBroker(url, prefix="faststate-bench:")
-    received: list[float] = []
-    done = asyncio.Event()
-
-    def subscriber(change: Change | None) -> None:
-        if change is not None:
-            received.append(time.time())
-            if len(received) == subscribers:
-                done.set()
-
-    # Distinct callables: each stands for one page's stream.
-    callbacks = [lambda c, s=subscriber: s(c) for _ in range(subscribers)]
-    for callback in callbacks:
-        await broker.subscribe("global:X", callback)
-    await asyncio.sleep(0.3)  # the reader task confirms the subscription
+async def main(url: str, prefix: str, subscribers: int) -> None:
+    store = RedisStore(url, prefix=prefix)
+    app = apps.faststate_app(store)
+    await session_cookie(app)  # builds the middleware and its runtime
+    registry = app.state.faststate_registry
+    runtime = registry.runtime
+    address = address_from_key(runtime, registry.by_name["CounterState"], "bench")
+    state = await read(runtime, address)
+    assert state is not None, "the benchmark creates the instance first"
+    pages = LivePages(runtime, address, stored_version(state), subscribers, time.time)
+    await pages.ready()  # subscribed: Redis confirmed it before the streams started
+    pages.arm()
     print("ready", flush=True)
-    await asyncio.wait_for(done.wait(), 30)
-    print(json.dumps({"last_received": max(received)}), flush=True)
-    await broker.aclose()
+    last = await pages.last_sent()
+    print(json.dumps({"last_sent": last}), flush=True)
+    await pages.close()
+    await runtime.broker.aclose()
+    await store.aclose()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

@@ -261,6 +261,7 @@ class FastStateMiddleware:
                 _end_streams_on_exit_signals(runtime.streams)
             elif message["type"] == "lifespan.shutdown.complete":
                 runtime.streams.end_all()
+                await runtime.fanout.aclose()
                 await runtime.presence.aclose()
                 await runtime.broker.aclose()
                 await runtime.store.aclose()

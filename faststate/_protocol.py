@@ -79,6 +79,20 @@ def dump_json(value: Any) -> str:
     return text if text.isascii() else text.translate(_ESCAPES)
 
 
+def event_id_template(events: Iterable[str]) -> list[bytes]:
+    """SSE events written without an id, cut where each one's ``id:`` line goes
+    (right after its ``event:`` line, where both dialects write it):
+    ``b"\\nid: <id>".join(pieces)`` is the same events written with that id,
+    and ``[b""]`` stands for no event at all.
+    """
+    pieces = [b""]
+    for text in events:
+        head, _, rest = text.partition("\n")
+        pieces[-1] += head.encode()
+        pieces.append(b"\n" + rest.encode())
+    return pieces
+
+
 class Dialect:
     """One Datastar dialect: how events are written and actions spelled."""
 

@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from faststate._guards import SlowBodies
 from faststate._live.broker import Broker
+from faststate._live.fanout import Fanout
 from faststate._live.presence import Presence
 from faststate._protocol import Dialect
 from faststate._scopes import SESSION_BOUND, StateConfig
@@ -93,6 +94,11 @@ class Runtime:
     #: Expiry of SESSION and COMPONENT instances registered without a ``ttl``: the
     #: session cookie's lifetime, after which nobody can reach them any more.
     session_ttl: float | None = None
+    #: This process's live streams: the broker's changes reach them through it.
+    fanout: Fanout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fanout = Fanout(self.broker, self.heartbeat)
 
     def ttl_for(self, config: StateConfig) -> float | None:
         """How long an idle instance of a class registered with ``config`` is kept (seconds)."""

@@ -5,10 +5,13 @@ carries a signed, expiring token naming the instances the page resolved.
 The stream endpoint re-checks every one of them (session, user, authorize)
 before subscribing, and never trusts the token alone.
 
-Each stream owns one bounded queue; publishers only enqueue, so a slow or
-frozen page never delays anyone.  Versions travel as the SSE ``id``: on
-reconnect (``Last-Event-ID``), on a gap in versions, after a queue overflow
-or a lost broker connection, the stream sends the instance's full state.
+Streams receive changes through the runtime's ``Fanout`` (one delivery
+task, each change formatted once); each stream owns one bounded inbox and
+writes from its own task, so a slow or frozen page never delays anyone.
+Versions travel as the SSE ``id``: on reconnect (``Last-Event-ID``), on a
+gap in versions, after an inbox overflow or a lost broker connection, the
+stream sends what the page missed from the replay log, or the instance's
+full state.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -29,7 +33,8 @@ from starlette.types import Message, Receive, Scope, Send
 from faststate._address import Address
 from faststate._collections import stream_resets
 from faststate._context import RequestContext, context_of
-from faststate._live.broker import Change, ViewersChanged
+from faststate._live.broker import Change
+from faststate._live.fanout import Outgoing
 from faststate._live.presence import Seat
 from faststate._live.viewers import seats_for
 from faststate._protocol import PAGE_SIGNAL, SSE_HEADERS, VIEWERS_SIGNAL, Dialect, dump_json
@@ -43,8 +48,9 @@ from faststate._versions import same_incarnation
 logger = logging.getLogger("faststate")
 
 LIVE_PATH: Final = "/_faststate/live"
+#: Changes a stream holds that its page has not been sent; beyond, it resyncs.
 QUEUE_SIZE: Final = 256
-_WAKE: Final = object()
+_HEARTBEAT: Final = b": heartbeat\n\n"
 
 
 def live(request: HTTPConnection) -> dict[str, str]:
@@ -201,52 +207,72 @@ class LiveStream(Response):
         self.session = session
         #: The page this stream serves: its own events' changes came with their answers.
         self.page = page
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+        #: Changes not sent yet, in order; at most ``QUEUE_SIZE``.
+        self.inbox: deque[Outgoing] = deque()
         self.resync_all = False
         self.ended = False
         self.shutdown = False
         # Presence: this page's seats, and the latest viewer lists not sent yet.
         self.seats = tuple(seats)
         self.viewers_due: dict[str, list[str]] = {}
+        #: Heartbeat timer beats since the last write (two make a heartbeat).
+        self.idle_beats = 0
+        self._waiter: asyncio.Future[None] | None = None
 
-    # Broker side: never blocks, never raises.
-    def deliver(self, change: Change | ViewersChanged | None) -> None:
-        if self.ended or isinstance(change, ViewersChanged):
+    # Fan-out side: never blocks, never raises.
+    def deliver(self, item: Outgoing | None) -> None:
+        """Queue the next change of a watched instance for the page.
+
+        Args:
+            item: The change, formatted once for every page, or None: some
+                may have been lost (the page catches up from the log).
+        """
+        if self.ended:
             return
-        if change is None:
+        if item is None or len(self.inbox) >= QUEUE_SIZE:
             self._resync()
             return
-        try:
-            self.queue.put_nowait(change)
-        except asyncio.QueueFull:
-            self._resync()
+        self.inbox.append(item)
+        self._wake()
 
     def _resync(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        # What is queued is dropped: the catch-up reads the store and the log.
+        self.inbox.clear()
         self.resync_all = True
-        self.queue.put_nowait(_WAKE)
+        self._wake()
+
+    def tick(self) -> None:
+        """A beat of the fan-out's heartbeat timer (twice per heartbeat)."""
+        self.idle_beats += 1
+        if self.idle_beats >= 2:
+            self._wake()
 
     def show_viewers(self, key: str, labels: list[str]) -> None:
-        # Kept apart from the queue: only the latest list matters, and a resync
-        # that empties the queue must not lose it.
+        # Kept apart from the inbox: only the latest list matters, and a resync
+        # that empties the inbox must not lose it.
         self.viewers_due[key] = labels
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(_WAKE)
+        self._wake()
 
     def end(self, shutdown: bool = False) -> None:
         self.ended = True
         self.shutdown = shutdown
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(_WAKE)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            try:
+                waiter.set_result(None)
+            except RuntimeError:  # its loop is closed: a stream of an app served before
+                self.ended = True
 
     # Response side.
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._open()
         watcher = asyncio.create_task(self._watch_disconnect(receive))
+        keys = [watched.key for watched in self.watched]
         try:
-            for watched in self.watched:
-                await self.runtime.broker.subscribe(watched.key, self.deliver)
+            await self.runtime.fanout.join(self, keys)
             if self.seats:
                 await self.runtime.presence.join(self, self.seats)
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -255,8 +281,7 @@ class LiveStream(Response):
             pass  # the client went away mid-write
         finally:
             watcher.cancel()
-            for watched in self.watched:
-                await self.runtime.broker.unsubscribe(watched.key, self.deliver)
+            await self.runtime.fanout.leave(self, keys)
             if self.seats:
                 await self.runtime.presence.leave(self)
             self._close()
@@ -269,27 +294,48 @@ class LiveStream(Response):
 
     async def _run(self, send: Send) -> None:
         await self._catch_up(send)
+        loop = asyncio.get_running_loop()
+        inbox = self.inbox
         while not self.ended:
-            try:
-                async with asyncio.timeout(self.runtime.heartbeat):
-                    item = await self.queue.get()
-            except TimeoutError:
-                await self._write(send, ": heartbeat\n\n")
+            if not (inbox or self.resync_all or self.viewers_due or self.idle_beats >= 2):
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
                 continue
-            if self.ended:
-                return
             try:
                 if self.resync_all:
                     self.resync_all = False
                     await self._catch_up(send)
-                elif isinstance(item, Change):
-                    await self._send_change(send, item)
+                elif inbox:
+                    item = inbox.popleft()
+                    position = self._next(item)
+                    if position is None:
+                        await self._send_change(send, item)
+                    else:  # the usual case, kept short: it runs once per stream and change
+                        self.idle_beats = 0
+                        body = self._shown(position, item)
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
                 if self.viewers_due:
                     await self._send_viewers(send)
             except ValueError as exc:  # a value JSON cannot carry: skip it, keep the page
                 logger.warning("faststate: a live change could not be sent: %s", exc)
+            if self.idle_beats >= 2:  # a heartbeat passed without a write
+                await self._write(send, _HEARTBEAT)
 
-    async def _send_change(self, send: Send, change: Change) -> None:
+    def _next(self, item: Outgoing) -> int | None:
+        """The position of the instance ``item`` changes if it is the very next
+        change the page needs (nothing missed, no push, no new copy)."""
+        change = item.change
+        position = self.index.get(change.key)
+        if position is None or change.replay:
+            return None
+        known = self.known[position]
+        if change.version == known + 1 and same_incarnation(known + 1, known):
+            return position
+        return None
+
+    async def _send_change(self, send: Send, item: Outgoing) -> None:
+        change = item.change
         position = self.index.get(change.key)
         if position is None:
             return
@@ -299,35 +345,39 @@ class LiveStream(Response):
             # created again): its versions say nothing about what the page has.
             await self._send_full(send, position)
             if change.replay:
-                await self._write(send, self._format_elements(change, self._event_id()))
+                await self._send_pushed(send, position, item)
             return
         if change.version > known + 1 or (change.replay and change.version > known):
             # Some went missing (a lost message, a full queue): the log has them,
             # this one included, unless it no longer reaches back that far.
             await self._catch_up(send, position)
             if change.replay and self.known[position] >= change.version:
-                await self._write(send, self._format_elements(change, self._event_id()))
+                await self._send_pushed(send, position, item)
             return
         if change.replay:  # elements pushed at the version the page has
-            await self._write(send, self._format_elements(change, self._event_id()))
+            await self._send_pushed(send, position, item)
             return
         if change.version <= known:
             return  # already shown (a duplicate)
-        await self._emit(send, position, change)
+        await self._emit(send, position, item)
 
-    async def _emit(self, send: Send, position: int, change: Change) -> None:
+    async def _emit(self, send: Send, position: int, item: Outgoing) -> None:
         """Show the page the next change of one instance."""
+        await self._write(send, self._shown(position, item))
+
+    def _shown(self, position: int, item: Outgoing) -> bytes:
+        """What shows the page the next change of one instance (formatted once for
+        all pages, with this page's id); the page now has that version."""
+        change = item.change
         self.known[position] = max(self.known[position], change.version)
         event_id = self._event_id()
-        text = ""
         if change.origin is None or change.origin != self.page:
-            text = self._format_elements(change, event_id)
-            if change.patch:
-                namespace = self.watched[position].namespace
-                text += self.protocol.patch_signals({namespace: change.patch}, event_id)
+            text = item.text(self.protocol, self.watched[position].namespace, event_id)
+            if text:
+                return text
         # Nothing to show (the page's own event, or a commit that changed
         # nothing): the id alone, so that a reconnect starts from here.
-        await self._write(send, text or f"id: {event_id}\n\n")
+        return f"id: {event_id}\n\n".encode()
 
     async def _send_viewers(self, send: Send) -> None:
         due, self.viewers_due = self.viewers_due, {}
@@ -336,8 +386,10 @@ class LiveStream(Response):
         # No event id: a viewer list is no version of the state.
         await self._write(send, self.protocol.patch_signals(signals))
 
-    def _format_elements(self, change: Change, event_id: str) -> str:
-        return self.protocol.format_elements(change.elements, event_id)
+    async def _send_pushed(self, send: Send, position: int, item: Outgoing) -> None:
+        """Elements ``push``ed at a version the page has (a replay change has no patch)."""
+        namespace = self.watched[position].namespace
+        await self._write(send, item.text(self.protocol, namespace, self._event_id()))
 
     async def _catch_up(self, send: Send, only: int | None = None) -> None:
         """Bring the page up to the stored version of each instance (or of ``only``):
@@ -360,9 +412,9 @@ class LiveStream(Response):
                 continue
             for change in missed:
                 if change.replay:
-                    await self._write(send, self._format_elements(change, self._event_id()))
+                    await self._send_pushed(send, position, Outgoing(change))
                 else:
-                    await self._emit(send, position, change)
+                    await self._emit(send, position, Outgoing(change))
 
     async def _missed(self, key: str, known: int, version: int) -> list[Change] | None:
         try:
@@ -400,10 +452,13 @@ class LiveStream(Response):
             return None
 
     def _event_id(self) -> str:
-        return ".".join(str(v) for v in self.known)
+        known = self.known
+        return str(known[0]) if len(known) == 1 else ".".join(str(v) for v in known)
 
-    async def _write(self, send: Send, text: str) -> None:
-        message: Message = {"type": "http.response.body", "body": text.encode(), "more_body": True}
+    async def _write(self, send: Send, text: str | bytes) -> None:
+        body = text if isinstance(text, bytes) else text.encode()
+        message: Message = {"type": "http.response.body", "body": body, "more_body": True}
+        self.idle_beats = 0
         await send(message)
 
     async def _watch_disconnect(self, receive: Receive) -> None:
