@@ -371,8 +371,10 @@ class RedisBroker(Broker):
     async def _moved(self, feed: _Feed, channel: str) -> None:
         """A cluster node ended a subscription we still want: its slot moved to
         another node.  Subscribe there, and let the key's pages catch up."""
-        key = next((k for k, of in self._feed_of.items() if of is feed and
-                    self._channel(k) == channel), None)
+        key = next(
+            (k for k, of in self._feed_of.items() if of is feed and self._channel(k) == channel),
+            None,
+        )
         if key is None:
             return  # our own unsubscribe
         try:
