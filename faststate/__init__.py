@@ -32,7 +32,9 @@ from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
 from faststate._live.streams import live
 from faststate._live.viewers import aviewers, viewers
+from faststate._metrics import Metrics, metrics
 from faststate._middleware import FastStateMiddleware
+from faststate._observe import EventHook, EventOutcome, EventRecord
 from faststate._resolve import ause_state, use_state
 from faststate._scopes import StateConfig, StateScope
 from faststate._sessions import rotate_session
@@ -69,11 +71,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Bindable",
     "Broker",
+    "EventHook",
+    "EventOutcome",
+    "EventRecord",
     "FastStateApp",
     "FastStateMiddleware",
     "Invalid",
     "LocalBroker",
     "MemoryStore",
+    "Metrics",
     "ReactiveState",
     "RedisBroker",
     "RedisStore",
@@ -93,6 +99,7 @@ __all__ = [
     "error",
     "event",
     "live",
+    "metrics",
     "mutate",
     "on",
     "push",
