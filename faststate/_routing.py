@@ -57,6 +57,7 @@ _STOP: Final = object()
 #: Errors answered with their own status (4xx, 409, 503), never as "event failed".
 _ANSWERED: Final = (HTTPException, StoreUnavailable, StaleState)
 _FAILED: Final = {GENERAL: FAILED_MESSAGE}
+_GENERATORS: Final = frozenset(("generator", "async_generator"))
 #: How often an event may start again to lock an instance it joined out of order.
 MAX_RESTARTS: Final = 4
 
@@ -119,8 +120,7 @@ def handle_event(
     context = context_of(request)
     scope = request.scope
     # Guarded by the middleware (the usual case), which started the watch; else here.
-    guarded = VALUES_KEY in scope
-    watch = scope.get(WATCH_KEY) if guarded else context.runtime.observer.watch()
+    watch = scope.get(WATCH_KEY) if VALUES_KEY in scope else context.runtime.observer.watch()
     if watch is None:
         return _handle(request, context, registration, spec, None)
     return _watched(request, context, registration, spec, watch)
@@ -144,7 +144,7 @@ async def _watched(
     except Exception:
         observer.report(watch, *names, 500, 0, FAILED)
         raise
-    if isinstance(response, StreamingResponse):  # a generator event: when it ends
+    if spec.kind in _GENERATORS and isinstance(response, StreamingResponse):  # when it ends
         response.body_iterator = _reported(response.body_iterator, observer, watch, names)
     else:
         sent = len(response.body) if isinstance(response, SSEResponse) else 0
@@ -220,7 +220,7 @@ async def _handle(
         watch,
     )
     try:
-        if spec.kind in ("generator", "async_generator"):
+        if spec.kind in _GENERATORS:
             return await run.streamed()
         try:
             return await run.once()
