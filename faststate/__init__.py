@@ -1,7 +1,8 @@
 """faststate: server-side reactive state for Starlette and FastHTML, driven by Datastar.
 
 Everything public is importable from here; ``faststate.fasthtml`` adds the
-FastHTML app class and script tag, ``faststate.testing`` the test helpers.
+FastHTML app class and script tag, ``faststate.testing`` the test helpers,
+``faststate.otel`` OpenTelemetry spans and gauges (extra ``otel``).
 Modules starting with ``_`` are internal.  ``RedisStore``, ``RedisBroker``
 and ``SQLPersistence`` are imported on first use, so an app that uses
 neither Redis nor a database never loads their clients.

@@ -93,10 +93,15 @@ class FastStateMiddleware:
         max_streams_per_session: Open live streams per session (beyond: 429).
         heartbeat: Seconds between comments on idle live streams; presence
             seats are refreshed this often and expire after two.
+        on_event: A hook (or a list of hooks) called with an ``EventRecord``
+            after every event: names, outcome and measures, never values
+            (docs/observability.md).  Plain functions: they run on the event
+            loop before the answer is sent.
 
     Raises:
         RuntimeError: A shared store (Redis) without a fixed secret key.
         ValueError: An empty secret key.
+        TypeError: An ``on_event`` hook that is not callable, or is ``async``.
     """
 
 

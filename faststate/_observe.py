@@ -24,6 +24,7 @@ from typing import Final, Literal, TypeVar
 T = TypeVar("T")
 
 EventOutcome = Literal["ok", "rejected", "refused", "failed"]
+"""How an event ended (``EventRecord.outcome`` says when each applies)."""
 OK: Final = "ok"
 REJECTED: Final = "rejected"
 REFUSED: Final = "refused"
