@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from faststate import (
@@ -32,6 +33,7 @@ from faststate import (
     event,
     metrics,
     otel,
+    register_state,
 )
 from faststate._observe import Observer
 from faststate._stores.base import S
@@ -279,6 +281,21 @@ def test_debug_lines_without_a_hook(caplog: pytest.LogCaptureFixture) -> None:
     assert "ms, lock wait " in lines[0] and lines[0].endswith(" bytes")
     assert "Vault.deposit rejected (200)" in lines[1]
     assert all(SECRET_VALUE not in line and "oops" not in line for line in lines)
+
+
+def test_events_of_an_app_mounted_below_the_middleware() -> None:
+    """The endpoint guards these itself, and watches them from there."""
+    inner = Starlette()
+    register_state(inner, Vault)
+    records: list[EventRecord] = []
+    outer = state_app(routes=[Mount("/api", inner)], on_event=records.append)
+    with TestClient(outer) as client:
+        assert _post(client, "/api/Vault/deposit?amount=1").status_code == 200
+        assert _post(client, "/api/Vault/deposit?amount=1", headers={}).status_code == 403
+    assert [(r.event, r.outcome, r.status) for r in records] == [
+        ("deposit", "ok", 200),
+        ("deposit", "refused", 403),
+    ]
 
 
 def test_fasthtml_app_takes_the_hook_through_its_options() -> None:
