@@ -198,9 +198,8 @@ class FastStateMiddleware:
             path = get_route_path(scope)
             if path in registry.event_paths:
                 runtime = self.runtime
-                watch = runtime.observer.watch()
-                if watch is not None:
-                    scope[WATCH_KEY] = watch
+                # Decided here for the endpoint too: None when nobody watches.
+                watch = scope[WATCH_KEY] = runtime.observer.watch()
                 policy = registry.uploads.get(path)
                 if policy is None:
                     guarded = await guard_asgi(scope, receive, send, runtime)

@@ -30,7 +30,7 @@ REJECTED: Final = "rejected"
 REFUSED: Final = "refused"
 FAILED: Final = "failed"
 
-#: Where the middleware leaves the ``Watch`` of an event request it watches.
+#: Where the middleware leaves the ``Watch`` of an event request it guarded (None: unwatched).
 WATCH_KEY: Final = "faststate.watch"
 
 #: One DEBUG line per watched event; the ``faststate`` logger's child.

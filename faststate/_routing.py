@@ -119,8 +119,8 @@ def handle_event(
     """
     context = context_of(request)
     scope = request.scope
-    # Guarded by the middleware (the usual case), which started the watch; else here.
-    watch = scope.get(WATCH_KEY) if VALUES_KEY in scope else context.runtime.observer.watch()
+    # The middleware decided for the event paths it guards (the usual case); else here.
+    watch = scope[WATCH_KEY] if WATCH_KEY in scope else context.runtime.observer.watch()
     if watch is None:
         return _handle(request, context, registration, spec, None)
     return _watched(request, context, registration, spec, watch)

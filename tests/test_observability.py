@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
@@ -30,6 +31,7 @@ from faststate import (
     ReactiveState,
     StateScope,
     StoreUnavailable,
+    Upload,
     event,
     metrics,
     otel,
@@ -77,6 +79,14 @@ class Vault(ReactiveState):
         raise RuntimeError("late")
 
 
+class Inbox(ReactiveState):
+    files: int = 0
+
+    @event
+    def receive(self, doc: Annotated[UploadFile, Upload(max_size=99, accept="text/plain")]) -> None:
+        self.files += 1
+
+
 class Locked(ReactiveState):
     n: int = 0
 
@@ -98,6 +108,7 @@ STATES: States = {
     Vault: StateScope.SESSION,
     Locked: {"scope": StateScope.GLOBAL, "authorize": lambda request, key: False},
     Slow: StateScope.GLOBAL,
+    Inbox: StateScope.SESSION,
 }
 
 
@@ -213,6 +224,16 @@ def test_generator_event_one_record_when_it_finishes() -> None:
         record = _only(records)
         assert (record.event, record.outcome) == ("count_then_fail", "failed")
         assert record.patch_bytes == len(response.content)
+
+
+def test_upload_events_one_record_each() -> None:
+    app, records = _app()
+    with TestClient(app) as client:
+        for name, body, kind in (("a.txt", b"hello", "text/plain"), ("a.bin", b"x", "image/png")):
+            files = {"doc": (name, body, kind)}
+            response = client.post("/Inbox/receive", files=files, headers=DATASTAR_HEADERS)
+            assert response.status_code == 200
+    assert [(r.event, r.outcome) for r in records] == [("receive", "ok"), ("receive", "rejected")]
 
 
 async def test_lock_wait_is_measured() -> None:
