@@ -8,7 +8,7 @@ publish) → the SSE answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Final
 
@@ -58,6 +58,8 @@ _STOP: Final = object()
 _ANSWERED: Final = (HTTPException, StoreUnavailable, StaleState)
 _FAILED: Final = {GENERAL: FAILED_MESSAGE}
 _GENERATORS: Final = frozenset(("generator", "async_generator"))
+#: ``handle_event``'s ``watch`` until it is decided whether anyone watches the event.
+_UNDECIDED: Final = Watch(0.0)
 #: How often an event may start again to lock an instance it joined out of order.
 MAX_RESTARTS: Final = 4
 
@@ -108,76 +110,25 @@ async def _close_uploads(scope: Scope) -> None:
         await uploads.aclose()
 
 
-def handle_event(
-    request: Request, registration: Registration, spec: EventSpec
-) -> Awaitable[Response]:
-    """The answer to one event request (awaitable), watched when anyone watches events.
+async def handle_event(
+    request: Request,
+    registration: Registration,
+    spec: EventSpec,
+    watch: Watch | None = _UNDECIDED,
+) -> Response:
+    """The answer to one event request.
 
-    The middleware started the watch of requests it guarded; others are
-    watched from here.  Not a coroutine itself: an unwatched event pays for
-    no extra one.
+    Whether anyone watches the event is decided first (the middleware did
+    for the event paths it guards); a watched one comes back here through
+    ``_watched`` with its ``watch``, so an unwatched one pays for no extra
+    coroutine.
     """
     context = context_of(request)
-    scope = request.scope
-    # The middleware decided for the event paths it guards (the usual case); else here.
-    watch = scope[WATCH_KEY] if WATCH_KEY in scope else context.runtime.observer.watch()
-    if watch is None:
-        return _handle(request, context, registration, spec, None)
-    return _watched(request, context, registration, spec, watch)
-
-
-async def _watched(
-    request: Request,
-    context: RequestContext,
-    registration: Registration,
-    spec: EventSpec,
-    watch: Watch,
-) -> Response:
-    """``_handle``, with the record of how it went sent to the hooks and the log."""
-    observer = context.runtime.observer
-    names = registration.name, spec.name
-    try:
-        response = await _handle(request, context, registration, spec, watch)
-    except HTTPException as exc:
-        observer.report(watch, *names, exc.status_code, 0, outcome_of_status(exc.status_code))
-        raise
-    except Exception:
-        observer.report(watch, *names, 500, 0, FAILED)
-        raise
-    if spec.kind in _GENERATORS and isinstance(response, StreamingResponse):  # when it ends
-        response.body_iterator = _reported(response.body_iterator, observer, watch, names)
-    else:
-        sent = len(response.body) if isinstance(response, SSEResponse) else 0
-        observer.report(watch, *names, response.status_code, sent)
-    return response
-
-
-async def _reported(
-    chunks: AsyncIterable[str | bytes | memoryview[int]],
-    observer: Observer,
-    watch: Watch,
-    names: tuple[str, str],
-) -> AsyncIterator[str | bytes | memoryview[int]]:
-    """A generator event's stream, reported once it has all been sent (not when
-    the client went away in the middle)."""
-    sent = 0
-    try:
-        async for chunk in chunks:
-            sent += len(chunk)
-            yield chunk
-    except Exception:
-        observer.report(watch, *names, 200, sent, FAILED)
-        raise
-    observer.report(watch, *names, 200, sent)
-
-
-async def _handle(
-    request: Request,
-    context: RequestContext,
-    registration: Registration,
-    spec: EventSpec,
-    watch: Watch | None,
-) -> Response:
+    if watch is _UNDECIDED:
+        scope = request.scope
+        watch = scope[WATCH_KEY] if WATCH_KEY in scope else context.runtime.observer.watch()
+        if watch is not None:
+            return await _watched(request, context, registration, spec, watch)
     runtime = context.runtime
     values = request.scope.get(VALUES_KEY)  # the middleware guarded it (the usual case)
     if values is None:
@@ -236,6 +187,51 @@ async def _handle(
         if watch is not None:
             watch.outcome = REFUSED
         return PlainTextResponse("state changed concurrently, try again", 409)
+
+
+async def _watched(
+    request: Request,
+    context: RequestContext,
+    registration: Registration,
+    spec: EventSpec,
+    watch: Watch,
+) -> Response:
+    """``handle_event`` with the record of how it went sent to the hooks and the log."""
+    observer = context.runtime.observer
+    names = registration.name, spec.name
+    try:
+        response = await handle_event(request, registration, spec, watch)
+    except HTTPException as exc:
+        observer.report(watch, *names, exc.status_code, 0, outcome_of_status(exc.status_code))
+        raise
+    except Exception:
+        observer.report(watch, *names, 500, 0, FAILED)
+        raise
+    if spec.kind in _GENERATORS and isinstance(response, StreamingResponse):  # when it ends
+        response.body_iterator = _reported(response.body_iterator, observer, watch, names)
+    else:
+        sent = len(response.body) if isinstance(response, SSEResponse) else 0
+        observer.report(watch, *names, response.status_code, sent)
+    return response
+
+
+async def _reported(
+    chunks: AsyncIterable[str | bytes | memoryview[int]],
+    observer: Observer,
+    watch: Watch,
+    names: tuple[str, str],
+) -> AsyncIterator[str | bytes | memoryview[int]]:
+    """A generator event's stream, reported once it has all been sent (not when
+    the client went away in the middle)."""
+    sent = 0
+    try:
+        async for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
+    except Exception:
+        observer.report(watch, *names, 200, sent, FAILED)
+        raise
+    observer.report(watch, *names, 200, sent)
 
 
 class EventRun:

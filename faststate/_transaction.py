@@ -225,7 +225,9 @@ class Transaction:
         if len(addresses) == 1:  # the common event, in as few steps as it takes
             address = addresses[0]
             lock = store.lock(address.key)
-            self._held.append((lock, await self._enter(lock), address.key))
+            watch = self.watch  # inline: no call of its own on the common path
+            lease = await (lock.__aenter__() if watch is None else watch.locked(lock))
+            self._held.append((lock, lease, address.key))
             try:
                 state = await load(runtime, address)
             except BaseException as exc:
