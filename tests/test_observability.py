@@ -247,14 +247,13 @@ async def test_lock_wait_is_measured() -> None:
             )
             assert response.status_code == 200
 
-        first = asyncio.create_task(hold(0.2))
-        await asyncio.sleep(0.05)  # the first holds the lock now
+        first = asyncio.create_task(hold(0.5))
+        await asyncio.sleep(0.1)  # the first holds the lock now
         await hold(0)
         await first
-    waited = min(records, key=lambda r: r.duration)
-    held = max(records, key=lambda r: r.duration)
-    assert held.duration >= 0.2 and held.lock_wait < 0.05
-    assert 0.05 < waited.lock_wait <= waited.duration
+    held, waited = records  # the first ends first: the second waits for its lock
+    assert held.duration >= 0.5 and held.lock_wait < 0.05
+    assert 0.1 < waited.lock_wait <= waited.duration
 
 
 def test_a_raising_hook_breaks_nothing(caplog: pytest.LogCaptureFixture) -> None:
