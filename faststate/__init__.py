@@ -1,7 +1,8 @@
 """faststate: server-side reactive state for Starlette and FastHTML, driven by Datastar.
 
 Everything public is importable from here; ``faststate.fasthtml`` adds the
-FastHTML app class and script tag, ``faststate.testing`` the test helpers.
+FastHTML app class and script tag, ``faststate.testing`` the test helpers,
+``faststate.otel`` OpenTelemetry spans and gauges (extra ``otel``).
 Modules starting with ``_`` are internal.  ``RedisStore``, ``RedisBroker``
 and ``SQLPersistence`` are imported on first use, so an app that uses
 neither Redis nor a database never loads their clients.
@@ -32,7 +33,9 @@ from faststate._live.broker import Broker, LocalBroker
 from faststate._live.mutations import mutate, push
 from faststate._live.streams import live
 from faststate._live.viewers import aviewers, viewers
+from faststate._metrics import Metrics, metrics
 from faststate._middleware import FastStateMiddleware
+from faststate._observe import EventHook, EventOutcome, EventRecord
 from faststate._resolve import ause_state, use_state
 from faststate._scopes import StateConfig, StateScope
 from faststate._sessions import rotate_session
@@ -69,11 +72,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Bindable",
     "Broker",
+    "EventHook",
+    "EventOutcome",
+    "EventRecord",
     "FastStateApp",
     "FastStateMiddleware",
     "Invalid",
     "LocalBroker",
     "MemoryStore",
+    "Metrics",
     "ReactiveState",
     "RedisBroker",
     "RedisStore",
@@ -93,6 +100,7 @@ __all__ = [
     "error",
     "event",
     "live",
+    "metrics",
     "mutate",
     "on",
     "push",

@@ -24,6 +24,7 @@ from faststate._context import CONTEXT_KEY, RequestContext
 from faststate._guards import Refusal, SlowBodies, guard_asgi, refusal_response
 from faststate._live.broker import Broker
 from faststate._live.presence import Presence
+from faststate._observe import REFUSED, WATCH_KEY, EventHook, Observer
 from faststate._protocol import Dialect, get_protocol
 from faststate._registry import Registry, registry_of
 from faststate._runtime import OpenStreams, Runtime, UserKey
@@ -92,10 +93,15 @@ class FastStateMiddleware:
         max_streams_per_session: Open live streams per session (beyond: 429).
         heartbeat: Seconds between comments on idle live streams; presence
             seats are refreshed this often and expire after two.
+        on_event: A hook (or a list of hooks) called with an ``EventRecord``
+            after every event: names, outcome and measures, never values
+            (docs/observability.md).  Plain functions: they run on the event
+            loop before the answer is sent.
 
     Raises:
         RuntimeError: A shared store (Redis) without a fixed secret key.
         ValueError: An empty secret key.
+        TypeError: An ``on_event`` hook that is not callable, or is ``async``.
     """
 
 
@@ -123,6 +129,7 @@ class FastStateMiddleware:
         max_streams: int = 10_000,
         max_streams_per_session: int = 16,
         heartbeat: float = 15.0,
+        on_event: EventHook | Iterable[EventHook] | None = None,
     ) -> None:
         self.app = app
         store = store if store is not None else MemoryStore()
@@ -145,6 +152,7 @@ class FastStateMiddleware:
             streams=OpenStreams(max_streams, max_streams_per_session),
             presence=Presence(store.viewer_table(), broker, heartbeat),
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
+            observer=Observer(on_event),
         )
         self._verified: dict[str, tuple[str, float]] = {}
         self._app: Any = None
@@ -190,6 +198,8 @@ class FastStateMiddleware:
             path = get_route_path(scope)
             if path in registry.event_paths:
                 runtime = self.runtime
+                # Decided here for the endpoint too: None when nobody watches.
+                watch = scope[WATCH_KEY] = runtime.observer.watch()
                 policy = registry.uploads.get(path)
                 if policy is None:
                     guarded = await guard_asgi(scope, receive, send, runtime)
@@ -199,6 +209,9 @@ class FastStateMiddleware:
                 if isinstance(guarded, Refusal):
                     if not guarded.answered:
                         await refusal_response(guarded)(scope, receive, send)
+                    if watch is not None:  # refused before routing: still the event's record
+                        names = registry.event_paths[path]
+                        runtime.observer.report(watch, *names, guarded.status, 0, REFUSED)
                     return
                 receive = guarded
                 direct = self._direct_route(scope["app"], path, scope["method"])

@@ -42,7 +42,8 @@ class Registration:
 class Registry:
     by_class: dict[type, Registration] = field(default_factory=dict)
     by_name: dict[str, Registration] = field(default_factory=dict)
-    event_paths: set[str] = field(default_factory=set)
+    #: Every event path, with the names of its class and event.
+    event_paths: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The event paths with upload parameters, and their limits.
     uploads: dict[str, UploadPolicy] = field(default_factory=dict)
     live_mounted: bool = False
@@ -81,14 +82,14 @@ def add_registration(
     if cls.__name__ in registry.by_name:
         raise ValueError(f"a state class named {cls.__name__} is already registered")
     registration = Registration(cls, config, prefix, _collect_events(cls))
-    paths = []
+    paths: dict[str, tuple[str, str]] = {}
     uploads = {}
     for spec in registration.events.values():
         spec.params()  # fail at startup, not at the first click, on bad annotations
         path = registration.event_path(spec)
         if path in registry.event_paths or path in paths:
             raise ValueError(f"event path {path} is already taken")
-        paths.append(path)
+        paths[path] = (cls.__name__, spec.name)
         policy = spec.upload_policy()
         if policy is not None:
             uploads[path] = policy

@@ -8,7 +8,7 @@ publish) → the SSE answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Final
 
@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from faststate._address import Address
-from faststate._context import context_of
+from faststate._context import RequestContext, context_of
 from faststate._diff import dump_fields
 from faststate._errors import (
     FAILED_MESSAGE,
@@ -32,6 +32,16 @@ from faststate._errors import (
 )
 from faststate._events import EventSpec, PageSignals, Redirect, bound_values
 from faststate._guards import VALUES_KEY, FormFields, Refusal, guard_request, refusal_response
+from faststate._observe import (
+    FAILED,
+    REFUSED,
+    REJECTED,
+    WATCH_KEY,
+    EventOutcome,
+    Observer,
+    Watch,
+    outcome_of_status,
+)
 from faststate._protocol import ERRORS_SIGNAL, PAGE_SIGNAL, SSE_HEADERS, ElementPatch, to_html
 from faststate._registry import Registration
 from faststate._resolve import address_for, authorize, registration_for
@@ -47,6 +57,9 @@ _STOP: Final = object()
 #: Errors answered with their own status (4xx, 409, 503), never as "event failed".
 _ANSWERED: Final = (HTTPException, StoreUnavailable, StaleState)
 _FAILED: Final = {GENERAL: FAILED_MESSAGE}
+_GENERATORS: Final = frozenset(("generator", "async_generator"))
+#: ``handle_event``'s ``watch`` until it is decided whether anyone watches the event.
+_UNDECIDED: Final = Watch(0.0)
 #: How often an event may start again to lock an instance it joined out of order.
 MAX_RESTARTS: Final = 4
 
@@ -97,8 +110,25 @@ async def _close_uploads(scope: Scope) -> None:
         await uploads.aclose()
 
 
-async def handle_event(request: Request, registration: Registration, spec: EventSpec) -> Response:
+async def handle_event(
+    request: Request,
+    registration: Registration,
+    spec: EventSpec,
+    watch: Watch | None = _UNDECIDED,
+) -> Response:
+    """The answer to one event request.
+
+    Whether anyone watches the event is decided first (the middleware did
+    for the event paths it guards); a watched one comes back here through
+    ``_watched`` with its ``watch``, so an unwatched one pays for no extra
+    coroutine.
+    """
     context = context_of(request)
+    if watch is _UNDECIDED:
+        scope = request.scope
+        watch = scope[WATCH_KEY] if WATCH_KEY in scope else context.runtime.observer.watch()
+        if watch is not None:
+            return await _watched(request, context, registration, spec, watch)
     runtime = context.runtime
     values = request.scope.get(VALUES_KEY)  # the middleware guarded it (the usual case)
     if values is None:
@@ -108,6 +138,8 @@ async def handle_event(request: Request, registration: Registration, spec: Event
         else:
             values = await guard_upload_request(request, runtime, policy)
     if isinstance(values, Refusal):
+        if watch is not None:
+            watch.outcome = REFUSED
         return refusal_response(values)
     address = address_for(request, context, registration)
     if registration.config.authorize is not None:
@@ -123,6 +155,8 @@ async def handle_event(request: Request, registration: Registration, spec: Event
     if field_errors:
         errors += field_errors
     if errors:  # the event does not run; the page says why
+        if watch is not None:
+            watch.outcome = REJECTED
         return SSEResponse(refusal(address, messages_of(errors)))
     run = EventRun(
         runtime,
@@ -134,9 +168,10 @@ async def handle_event(request: Request, registration: Registration, spec: Event
         errors_shown(values, address.namespace),
         others,
         _page_of(values),
+        watch,
     )
     try:
-        if spec.kind in ("generator", "async_generator"):
+        if spec.kind in _GENERATORS:
             return await run.streamed()
         try:
             return await run.once()
@@ -144,10 +179,59 @@ async def handle_event(request: Request, registration: Registration, spec: Event
             return await run.restarted(exc.address)
     except StoreUnavailable as exc:
         logger.error("faststate: store unavailable during %s: %s", run.label, exc)
+        if watch is not None:
+            watch.outcome = REFUSED
         return PlainTextResponse("state store unavailable, try again", 503)
     except StaleState as exc:
         logger.warning("faststate: %s not saved: %s", run.label, exc)
+        if watch is not None:
+            watch.outcome = REFUSED
         return PlainTextResponse("state changed concurrently, try again", 409)
+
+
+async def _watched(
+    request: Request,
+    context: RequestContext,
+    registration: Registration,
+    spec: EventSpec,
+    watch: Watch,
+) -> Response:
+    """``handle_event`` with the record of how it went sent to the hooks and the log."""
+    observer = context.runtime.observer
+    names = registration.name, spec.name
+    try:
+        response = await handle_event(request, registration, spec, watch)
+    except HTTPException as exc:
+        observer.report(watch, *names, exc.status_code, 0, outcome_of_status(exc.status_code))
+        raise
+    except Exception:
+        observer.report(watch, *names, 500, 0, FAILED)
+        raise
+    if spec.kind in _GENERATORS and isinstance(response, StreamingResponse):  # when it ends
+        response.body_iterator = _reported(response.body_iterator, observer, watch, names)
+    else:
+        sent = len(response.body) if isinstance(response, SSEResponse) else 0
+        observer.report(watch, *names, response.status_code, sent)
+    return response
+
+
+async def _reported(
+    chunks: AsyncIterable[str | bytes | memoryview[int]],
+    observer: Observer,
+    watch: Watch,
+    names: tuple[str, str],
+) -> AsyncIterator[str | bytes | memoryview[int]]:
+    """A generator event's stream, reported once it has all been sent (not when
+    the client went away in the middle)."""
+    sent = 0
+    try:
+        async for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
+    except Exception:
+        observer.report(watch, *names, 200, sent, FAILED)
+        raise
+    observer.report(watch, *names, 200, sent)
 
 
 class EventRun:
@@ -169,6 +253,7 @@ class EventRun:
         "runtime",
         "spec",
         "typed",
+        "watch",
     )
 
     def __init__(
@@ -182,6 +267,7 @@ class EventRun:
         clear_errors: bool = False,
         others: Sequence[tuple[str, Address]] = (),
         page: str | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.runtime = runtime
         self.address = address
@@ -197,6 +283,8 @@ class EventRun:
         self.others = others
         #: The page that sent the event, whose live stream need not repeat it.
         self.page = page
+        #: A watched event's clock and outcome.
+        self.watch = watch
 
     @property
     def label(self) -> str:
@@ -230,7 +318,7 @@ class EventRun:
     async def once(self, joined: Sequence[Address] = ()) -> Response:
         """Run the event; ``OutOfOrder`` if it joined an instance it must lock up front."""
         spec = self.spec
-        async with Transaction(self.runtime, self._addresses(joined)) as tx:
+        async with Transaction(self.runtime, self._addresses(joined), self.watch) as tx:
             state = tx.states[0]
             try:
                 if self.bound:
@@ -257,9 +345,11 @@ class EventRun:
             except (*_ANSWERED, OutOfOrder):
                 raise
             except Invalid as exc:
+                self._outcome(REJECTED)
                 return SSEResponse(refusal(self.address, exc.messages))
             except Exception:
                 logger.exception("faststate: event %s failed; state rolled back", self.label)
+                self._outcome(FAILED)
                 return SSEResponse(refusal(self.address, _FAILED))
         return response
 
@@ -360,7 +450,7 @@ class EventRun:
     async def _stream_once(self, joined: list[Address], attempt: _Attempt) -> AsyncIterator[bytes]:
         protocol = self.address.protocol
         sent = False
-        async with Transaction(self.runtime, self._addresses(joined)) as tx:
+        async with Transaction(self.runtime, self._addresses(joined), self.watch) as tx:
             elements: list[ElementPatch] = []
             first = True
             try:
@@ -396,11 +486,14 @@ class EventRun:
                         raise
                     logger.error("faststate: %s not completed: %s", self.label, exc)
                     messages = _FAILED
+                    self._outcome(FAILED)
                 elif isinstance(exc, Invalid):
                     messages = exc.messages
+                    self._outcome(REJECTED)
                 else:
                     logger.exception("faststate: event %s failed; state rolled back", self.label)
                     messages = _FAILED
+                    self._outcome(FAILED)
                 yield self._undo(tx, corrections, messages).encode()
                 return
         if last:
@@ -422,6 +515,11 @@ class EventRun:
                 patches[address.namespace] = correction
         protocol = self.address.protocol
         return protocol.format_elements(tx.restored()) + protocol.patch_signals(patches)
+
+    def _outcome(self, outcome: EventOutcome) -> None:
+        """How the event went, for a watched one's record."""
+        if self.watch is not None:
+            self.watch.outcome = outcome
 
     def _apply_bound(self, state: ReactiveState) -> None:
         # Inside the transaction: tracked, saved and rolled back with the event.

@@ -13,6 +13,7 @@ from faststate._guards import SlowBodies
 from faststate._live.broker import Broker
 from faststate._live.fanout import Fanout
 from faststate._live.presence import Presence
+from faststate._observe import Observer
 from faststate._protocol import Dialect
 from faststate._scopes import SESSION_BOUND, StateConfig
 from faststate._stores.base import StateStore
@@ -94,6 +95,8 @@ class Runtime:
     #: Expiry of SESSION and COMPONENT instances registered without a ``ttl``: the
     #: session cookie's lifetime, after which nobody can reach them any more.
     session_ttl: float | None = None
+    #: The ``on_event`` hooks; it decides per event whether to watch it.
+    observer: Observer = field(default_factory=Observer)
     #: This process's live streams: the broker's changes reach them through it.
     fanout: Fanout = field(init=False)
 

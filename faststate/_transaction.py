@@ -14,7 +14,7 @@ roles never deadlock, and it rolls back, saves and publishes them together.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from types import TracebackType
@@ -33,6 +33,7 @@ from faststate._collections import (
 )
 from faststate._diff import compose_patches
 from faststate._live.broker import Change
+from faststate._observe import Watch
 from faststate._protocol import ElementPatch
 from faststate._state import (
     ReactiveState,
@@ -193,10 +194,15 @@ class Transaction:
         "addresses",
         "runtime",
         "states",
+        "watch",
     )
 
-    def __init__(self, runtime: Runtime, addresses: Sequence[Address]) -> None:
+    def __init__(
+        self, runtime: Runtime, addresses: Sequence[Address], watch: Watch | None = None
+    ) -> None:
         self.runtime = runtime
+        #: A watched event's clock: the time spent waiting for locks is added to it.
+        self.watch = watch
         if len(addresses) == 1:
             self.addresses = [addresses[0]]
         else:
@@ -224,7 +230,8 @@ class Transaction:
         if len(addresses) == 1:  # the common event, in as few steps as it takes
             address = addresses[0]
             lock = store.lock(address.key)
-            lease = await lock.__aenter__()
+            watch = self.watch  # inline: no call of its own on the common path
+            lease = await (lock.__aenter__() if watch is None else watch.locked(lock))
             self._held.append((lock, lease, address.key))
             try:
                 state = await load(runtime, address, lease)
@@ -245,7 +252,7 @@ class Transaction:
         try:
             for address in order:
                 lock = store.lock(address.key)
-                self._held.append((lock, await lock.__aenter__(), address.key))
+                self._held.append((lock, await self._enter(lock), address.key))
             leases = {key: lease for _, lease, key in self._held}
             for address in addresses:
                 self.states.append(await load(runtime, address, leases[address.key]))
@@ -276,6 +283,12 @@ class Transaction:
             else:
                 await self._release(exc_type, exc, traceback)
 
+    def _enter(self, lock: AbstractAsyncContextManager[Lease]) -> Awaitable[Lease]:
+        """Taking ``lock``, timed when the event is watched (no coroutine of its own)."""
+        if self.watch is None:
+            return lock.__aenter__()
+        return self.watch.locked(lock)
+
     def running(self) -> _Running:
         """Run code (the event's method, one step of it) as this transaction's own:
         ``mutate`` and ``use_state`` inside it join the transaction."""
@@ -299,7 +312,7 @@ class Transaction:
         if any(address.key <= key for _, _, key in self._held):
             raise OutOfOrder(address)
         lock = self.runtime.store.lock(address.key)
-        lease = await lock.__aenter__()
+        lease = await self._enter(lock)
         self._held.append((lock, lease, address.key))
         state = await load(self.runtime, address, lease)
         self.addresses.append(address)

@@ -198,6 +198,11 @@ class StateStore(ABC):
         """
 
 
+    def instance_count(self) -> int | None:
+        """How many instances this store keeps, when it can tell without a round
+        trip (a gauge reads it); None when it cannot (the default)."""
+        return None
+
     def viewer_table(self) -> ViewerTable:
         """Where presence keeps its seats: in process."""
         return LocalViewers()

@@ -67,6 +67,10 @@ class MemoryStore(StateStore):
     def __len__(self) -> int:
         return len(self._probation) + len(self._protected)
 
+    def instance_count(self) -> int:
+        """The instances held, counting expired ones not swept yet."""
+        return len(self)
+
     async def load(self, key: str, cls: type[S]) -> S | None:
         return self.load_sync(key, cls)
 

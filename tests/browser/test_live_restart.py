@@ -240,7 +240,7 @@ def test_page_follows_state_across_restart(
     # the state lives in Redis, under this test's prefix
     client = redis.Redis.from_url(redis_url)
     try:
-        assert client.exists(f"{redis_prefix}state:{global:Poll}") == 1
+        assert client.exists(f"{redis_prefix}state:{{global:Poll}}") == 1
     finally:
         client.close()
 
