@@ -27,6 +27,7 @@ from faststate._live.presence import Presence
 from faststate._observe import REFUSED, WATCH_KEY, EventHook, Observer
 from faststate._protocol import Dialect, get_protocol
 from faststate._registry import Registry, registry_of
+from faststate._routing import EventEndpoint
 from faststate._runtime import OpenStreams, Runtime, UserKey
 from faststate._stores.base import StateStore
 from faststate._stores.memory import MemoryStore
@@ -357,14 +358,21 @@ def _candidates(
 
 class _DirectRoute:
     """What ExceptionMiddleware, Router and Route do for a request that ends at
-    ``route``, in that order, without searching the routes."""
+    ``route``, in that order, without searching the routes.
 
-    __slots__ = ("exceptions", "route", "router")
+    An event endpoint answers its own exceptions with the app's handlers, so
+    only their lookup table is set for it: the ExceptionMiddleware's wrapping
+    of every request and of each message sent is left out.
+    """
+
+    __slots__ = ("event_endpoint", "exceptions", "handlers", "route", "router")
 
     def __init__(self, exceptions: ExceptionMiddleware, router: Router, route: Route) -> None:
         # A copy shares the app's exception handlers, those added later too.
         self.exceptions = copy.copy(exceptions)
         self.exceptions.app = route.app
+        self.handlers = (exceptions._exception_handlers, exceptions._status_handlers)
+        self.event_endpoint = route.app if type(route.app) is EventEndpoint else None
         self.router = router
         self.route = route
 
@@ -376,7 +384,11 @@ class _DirectRoute:
         scope["route"] = self.route
         scope["endpoint"] = self.route.endpoint
         scope["path_params"] = dict(scope.get("path_params", {}))
-        await self.exceptions(scope, receive, send)
+        if self.event_endpoint is not None:
+            scope["starlette.exception_handlers"] = self.handlers
+            await self.event_endpoint(scope, receive, send)
+        else:
+            await self.exceptions(scope, receive, send)
 
 
 #: Routes as ``_candidates`` lists them: the methods each takes, how to run it directly.

@@ -13,11 +13,12 @@ from functools import partial
 from typing import Any, ClassVar, Final
 
 from anyio import to_thread
+from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.background import BackgroundTasks
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from faststate._address import Address
 from faststate._context import RequestContext, context_of
@@ -74,10 +75,23 @@ class EventEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            response = await handle_event(request, self.registration, self.spec)
+            try:
+                response = await handle_event(request, self.registration, self.spec)
+            except Exception as exc:
+                # Answered by the app's exception handlers, as its ExceptionMiddleware
+                # would: the middleware runs this endpoint without it (_DirectRoute).
+                await wrap_app_handling_exceptions(_raising(exc), request)(scope, receive, send)
+                return
             await response(scope, receive, send)
         finally:
             await _close_uploads(scope)
+
+
+def _raising(exc: Exception) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise exc
+
+    return app
 
 
 def request_endpoint(registration: Registration, spec: EventSpec) -> Any:
