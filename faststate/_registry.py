@@ -103,7 +103,7 @@ def add_registration(
 def _collect_events(cls: type) -> dict[str, EventSpec]:
     events: dict[str, EventSpec] = {}
     for klass in reversed(cls.__mro__):
-        for name, value in vars(klass).items():
+        for name, value in list(vars(klass).items()):
             spec = event_spec(value)
             if spec is not None and not name.startswith("_"):
                 events[name] = spec

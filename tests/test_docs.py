@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 from starlette.testclient import TestClient
 
+from faststate import register_state, use_state
 from faststate.testing import fire
 
 CODE = Path(__file__).resolve().parent.parent / "docs" / "tutorial" / "code"
@@ -95,3 +100,69 @@ def test_step_5_redis_and_postgresql(
         if keys:
             connection.delete(*keys)
         connection.close()
+
+
+DOCS = CODE.parent.parent
+
+
+def blocks(page: str, language: str) -> list[str]:
+    text = (DOCS / page).read_text()
+    return re.findall(rf"```{re.escape(language)}\n(.*?)```", text, re.S)
+
+
+def run_as_file(code: str, folder: Path) -> Any:
+    """``code`` imported from a file of its own, as a user would run it."""
+    path = folder / "snippet.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location(f"snippet_{folder.name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the annotations there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_jinja2_pages_form_refuses_and_accepts_as_it_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FASTSTATE_SECRET_KEY", "docs-test")
+    python = blocks("concepts/jinja2.md", "python")
+    (counter,) = (block for block in python if 'PAGE = """' in block)
+    (form,) = (block for block in python if "class Signup" in block)
+    (template,) = blocks("concepts/jinja2.md", "html+jinja")
+    module = run_as_file(counter + form, tmp_path)  # the counter's app, and the form
+    signup_class, templates, app = module.Signup, module.templates, module.app
+    register_state(app, signup_class, scope="session")
+
+    async def page(request: Request) -> HTMLResponse:
+        signup = use_state(request, signup_class)
+        return HTMLResponse(templates.env.from_string(template).render(signup=signup))
+
+    app.add_route("/signup", page)
+    with TestClient(app) as client:
+        assert 'data-bind="Signup.email"' in client.get("/signup").text
+        young = fire(
+            client, "/Signup/submit", signals={"Signup": {"email": "a@example.com", "age": 12}}
+        )
+        assert young.errors == {"age": "Input should be greater than or equal to 18"}
+        elsewhere = fire(
+            client, "/Signup/submit", signals={"Signup": {"email": "a@b.org", "age": 20}}
+        )
+        assert elsewhere.errors == {"email": "use your example.com address"}
+        accepted = fire(
+            client, "/Signup/submit", signals={"Signup": {"email": "a@example.com", "age": 20}}
+        )
+        assert (accepted.errors, accepted.signals) == ({}, {"Signup": {"welcomed": True}})
+
+
+def test_the_fastapi_pages_form_refuses_and_accepts_as_it_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FASTSTATE_SECRET_KEY", "docs-test")
+    app = run_as_file("\n".join(blocks("concepts/fastapi.md", "python")), tmp_path).app
+    with TestClient(app) as client:
+        assert "Subscribe" in client.get("/subscribe").text
+        refused = fire(client, "/Subscribe/submit", signals={"Subscribe": {"email": "nope"}})
+        assert refused.errors == {"email": "enter an email address"}
+        accepted = fire(client, "/Subscribe/submit", signals={"Subscribe": {"email": "a@b.c"}})
+        assert (accepted.errors, accepted.signals) == ({}, {"Subscribe": {"subscribed": True}})
