@@ -148,6 +148,12 @@ class GuardSettings(Protocol):
     def slow_bodies(self) -> SlowBodies: ...
 
 
+#: What ``check_event_request`` and the body parsers read of a request.
+_GUARD_HEADERS: Final = frozenset(
+    (b"datastar-request", b"origin", b"sec-fetch-site", b"host", b"content-type", b"content-length")
+)
+
+
 async def guard_asgi(
     scope: Scope, receive: Receive, send: Send, settings: GuardSettings
 ) -> Refusal | Receive:
@@ -157,8 +163,13 @@ async def guard_asgi(
     parsing included) can be made to read more than the limit; the app
     receives it replayed.
     """
-    # ASGI header names are lower-case already: one pass builds the lookup.
-    headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+    # ASGI header names are lower-case already: one pass builds the lookup, of
+    # the headers the guard reads only (cookies and the like are left encoded).
+    headers = {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope["headers"]
+        if key in _GUARD_HEADERS
+    }
     limit = settings.max_body_size
     refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, limit)
     if refusal is not None:
