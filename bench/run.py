@@ -612,14 +612,14 @@ wrk.headers["Cookie"] = "{cookie}"
 
 
 TARGETS = {
-    "event_overhead_ratio": ("<=", 1.3),
-    "http_ratio": (">=", 0.8),
+    "event_overhead_ratio": ("<=", 1.1),
+    "http_ratio": (">=", 0.95),
     "state_size_ratio": ("<=", 1.5),
     "list_append_ratio_100k": ("<=", 1.5),
     "fanout_delivered_ms_1k": ("<=", 15.0),
     "fanout_delivered_ms_10k": ("<=", 120.0),
     "fanout_redis_ms": ("<=", 250.0),
-    "bytes_per_session": ("<=", 2048.0),
+    "bytes_per_session": ("<=", 600.0),
     "redis_vs_memory_ratio": ("<=", 8.0),
     "redis_round_trips": ("<=", 2.0),
     "stream_append_ratio": ("<=", 2.0),
