@@ -61,18 +61,23 @@ if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return {ARGV[1], ARGV[2]}
 """
 
-# KEYS[1] state; ARGV: expected version, new version, json, ttl ms (0: none).
-_SAVE_IF_CURRENT = """
-local current = redis.call('HGET', KEYS[1], 'v') or '0'
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-if ARGV[4] ~= '0' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-else
-  redis.call('PERSIST', KEYS[1])
+# Saves the state at KEYS[1] if its version is ARGV[1]: ARGV[2] the new version,
+# ARGV[3] the json, ARGV[4] the ttl in ms (0: none).  1 if saved, else 0.
+_SAVE_LUA = """
+local function save()
+  if (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then return 0 end
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+  if ARGV[4] ~= '0' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  else
+    redis.call('PERSIST', KEYS[1])
+  end
+  return 1
 end
-return 1
 """
+
+# KEYS[1] state; ARGV: expected version, new version, json, ttl ms (0: none).
+_SAVE_IF_CURRENT = _SAVE_LUA + "return save()\n"
 
 # KEYS[1] lock, KEYS[2] state; ARGV: token, lease ms, the version this process
 # keeps a copy of ('' none).  Takes the lock if free and answers {1, version, json}
@@ -108,18 +113,9 @@ return 0
 # KEYS: state, lock, log, watch; ARGV: expected version, new version, json, ttl ms
 # (0: none), lock token, then the publication (PUBLISH_LUA, from ARGV[6]).  Saves if
 # the version is current and then publishes; releases the lock either way.
-_COMMIT = PUBLISH_LUA + """
-local saved = 0
-if (redis.call('HGET', KEYS[1], 'v') or '0') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-  if ARGV[4] ~= '0' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  else
-    redis.call('PERSIST', KEYS[1])
-  end
-  publish(3, 6)
-  saved = 1
-end
+_COMMIT = PUBLISH_LUA + _SAVE_LUA + """
+local saved = save()
+if saved == 1 then publish(3, 6) end
 if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
 return saved
 """
