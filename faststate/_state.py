@@ -65,17 +65,28 @@ def _private_of(state: object) -> dict[str, Any] | None:
     return private
 
 
-class _NoFieldsSet(frozenset[str]):
+class _NoFieldsSet(set[str]):
     """The fields-set of an instance built with its defaults only, shared by all
     of them: pydantic gives each instance a set of its own (216 bytes, most of
-    an idle session).  ``ReactiveState.__setattr__`` swaps in a real set before
-    pydantic adds to it; copies get a real set."""
+    an idle session).  ``ReactiveState.__setattr__`` swaps in a set of the
+    instance's own before pydantic adds to it; copies and pickles get one too.
+    A set (pydantic's serializer reads only real sets) that refuses changes."""
 
     def __copy__(self) -> set[str]:
         return set()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> set[str]:
         return set()
+
+    def __reduce__(self) -> tuple[type[set[str]], tuple[()]]:
+        return set, ()
+
+    def _shared(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("the fields-set shared by instances built with defaults cannot change")
+
+    add = update = discard = remove = pop = clear = _shared
+    difference_update = intersection_update = symmetric_difference_update = _shared
+    __ior__ = __iand__ = __isub__ = __ixor__ = _shared
 
 
 _NO_FIELDS_SET: Final = _NoFieldsSet()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
-from pydantic import AfterValidator, BaseModel, PrivateAttr, computed_field
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, computed_field
 from sqlmodel import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -424,3 +425,58 @@ def test_an_instance_made_by_hand_stays_writable() -> None:
     counter.count = 5
     counter.increment(2)
     assert counter.count == 7
+
+
+def test_pydantic_still_tracks_which_fields_were_set() -> None:
+    # Instances built with defaults share one empty fields-set until one is set.
+    first, second = Profile(), Profile()
+    assert first.model_fields_set == set() == second.model_fields_set
+    first.name = "Grace"
+    assert first.model_fields_set == {"name"} and second.model_fields_set == set()
+    unset = {"tag_count"}  # a computed field is always dumped
+    assert set(first.model_dump(exclude_unset=True)) - unset == {"name"}
+    assert set(second.model_dump(exclude_unset=True)) - unset == set()
+    copied = second.model_copy(update={"age": 40})
+    assert copied.model_fields_set == {"age"} and second.model_fields_set == set()
+    deep = copy.deepcopy(second)
+    deep.age = 41
+    assert deep.model_fields_set == {"age"} and second.model_fields_set == set()
+    assert Profile(name="Lin").model_fields_set == {"name"}
+    revived = pickle.loads(pickle.dumps(Profile()))
+    revived.age = 7
+    assert revived.model_fields_set == {"age"} and Profile().model_fields_set == set()
+
+
+def test_validate_assignment_classes_keep_their_own_fields_set() -> None:
+    class Strict(ReactiveState):
+        model_config = ConfigDict(validate_assignment=True)
+        count: int = 0
+
+    first, second = Strict(), Strict()
+    first.count = "4"  # type: ignore[assignment]  # validated on assignment
+    assert (first.count, first.model_fields_set, second.model_fields_set) == (4, {"count"}, set())
+
+
+def test_a_rolled_back_event_leaves_the_fields_set_as_it_was() -> None:
+    state = Profile()
+    tracker = begin_tracking(state)
+    state.name = "Grace"
+    end_tracking(state)
+    rollback(state, tracker)
+    assert (state.name, state.model_fields_set) == ("Ada", set())
+    state.age = 50  # and it can be set again afterwards
+    assert state.model_fields_set == {"age"} and Profile().model_fields_set == set()
+
+
+def test_copies_of_a_resolved_instance_are_detached_and_writable() -> None:
+    app = state_app({Counter: StateScope.SESSION})
+
+    async def page(request: Request) -> JSONResponse:
+        counter = use_state(request, Counter)
+        detached = counter.model_copy()
+        detached.count = 99  # a copy is nobody's state: no ReadOnlyState
+        return JSONResponse({"copy": detached.count, "kept": counter.count})
+
+    app.add_route("/", page)
+    with TestClient(app) as client:
+        assert client.get("/").json() == {"copy": 99, "kept": 0}
