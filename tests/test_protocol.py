@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from datastar_py import ServerSentEventGenerator
@@ -15,7 +16,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from faststate import ReactiveState, event, on, use_state
-from faststate._protocol import PATCH_MODES, get_protocol
+from faststate._protocol import PATCH_MODES, dump_json, get_protocol
 
 from .apps import state_app
 
@@ -140,6 +141,24 @@ def test_v1_element_patches_are_written_as_datastar_py_writes_them(
             html, selector=selector, mode=ElementPatchMode(mode), event_id="3"
         )
     assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        {"A": {"count": 1}},
+        {"A": {"text": "two\nlines\r\u2028\u2029\x85 é", "none": None, "list": [1.5, True]}},
+        {"A_2d_b": {"nested": {"deep": {"x": ""}}}},
+    ],
+)
+@pytest.mark.parametrize("event_id", [None, "", "7.12"])
+def test_v1_signal_patches_are_written_as_datastar_py_writes_them(
+    signals: dict[str, Any], event_id: str | None
+) -> None:
+    ours = get_protocol("v1").patch_signals(signals, event_id)
+    theirs = ServerSentEventGenerator.patch_signals(dump_json(signals), event_id=event_id)
+    assert ours == theirs
+    assert len([line for line in ours.split("\n") if line.startswith("data: ")]) == 1
 
 
 def test_v1_remove_without_selector_is_refused() -> None:
