@@ -33,6 +33,8 @@ EventKind = Literal["sync", "async", "generator", "async_generator"]
 EVENT_ATTRIBUTE: Final = "__faststate_event__"
 EVENT_METHODS: Final = frozenset(("post", "put", "patch", "delete"))
 _NO_DEFAULT: Final = inspect.Parameter.empty
+#: ``_plain_value``'s answer for a value it leaves to pydantic.
+_UNBOUND: Final = object()
 _SEQUENCE_ORIGINS: Final = (list, tuple, set, frozenset, Sequence, Iterable)
 
 
@@ -44,6 +46,8 @@ class _Param:
     many: bool  # a sequence type: takes every repeated query value
     state: type[ReactiveState] | None = None  # receives that class's instance
     upload: UploadParam | None = None  # receives uploaded files
+    #: Annotated plainly ``int`` or ``str``: the usual values bind without pydantic.
+    plain: type | None = None
 
 
 @dataclass
@@ -114,6 +118,11 @@ class EventSpec:
             else:
                 errors.append(BindError(param.name, "Field required", "missing"))
                 continue
+            if param.plain is not None:
+                value = _plain_value(param.plain, raw)
+                if value is not _UNBOUND:
+                    kwargs[param.name] = value
+                    continue
             try:
                 kwargs[param.name] = param.adapter.validate_python(raw)
             except ValidationError as exc:
@@ -381,8 +390,26 @@ def _build_params(func: Callable[..., Any]) -> list[_Param]:
             params.append(_Param(param.name, None, param.default, False, state=annotation))
             continue
         many = _is_sequence(annotation)
-        params.append(_Param(param.name, TypeAdapter(annotation), param.default, many))
+        plain = annotation if annotation in (int, str) else None
+        params.append(_Param(param.name, TypeAdapter(annotation), param.default, many, plain=plain))
     return params
+
+
+def _plain_value(plain: type | None, raw: Any) -> Any:
+    """``raw`` as pydantic would validate it for a plain ``int`` or ``str``
+    parameter, where that needs no pydantic (most values: a validator round
+    costs more than the rest of binding); ``_UNBOUND`` otherwise."""
+    kind = type(raw)
+    if plain is str and kind is str:
+        return raw
+    if plain is int:
+        if kind is int:
+            return raw
+        # Digits only (ASCII: "²" is a digit to str.isdigit), well under
+        # Python's limit on the digits of an int parsed from text.
+        if kind is str and len(raw) < 19 and raw.isascii() and raw.isdigit():
+            return int(raw)
+    return _UNBOUND
 
 
 def _is_request_type(annotation: Any) -> bool:

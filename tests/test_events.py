@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from fasthtml.common import Li, Ul
-from pydantic import PrivateAttr, computed_field
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import PrivateAttr, TypeAdapter, ValidationError, computed_field
 from sqlmodel import Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -470,3 +472,53 @@ def test_query_values_are_read_as_the_standard_parser_reads_them(query: bytes) -
 
     request = Request({"type": "http", "query_string": query, "headers": []})
     assert _query(request) == parse_qs(query.decode("latin-1"), keep_blank_values=True)
+
+
+class Typed(ReactiveState):
+    got: str = ""
+
+    @event
+    def take(self, amount: int, name: str = "") -> None:
+        self.got = f"{amount!r}|{name!r}"
+
+
+def _typed_app() -> Starlette:
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(use_state(request, Typed).got)
+
+    app = Starlette(routes=[Route("/", page)])
+    app.add_middleware(FastStateMiddleware, secret_key="typed")
+    register_state(app, Typed, scope="session")
+    return app
+
+
+_TYPED_APP = _typed_app()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(max_size=24)
+    | st.from_regex(r"\A[-+ ]?[0-9_ ]{1,24}\Z")
+    | st.integers().map(str)
+    | st.sampled_from(["007", "²", "١٢", " 7 ", "1_000", "9" * 30, "-0", "+5", ""])
+)
+def test_plain_int_and_str_parameters_bind_as_pydantic_would(text: str) -> None:
+    """A plain ``int`` or ``str`` parameter takes what pydantic would, and refuses
+    what it would refuse, however faststate binds it."""
+    try:
+        expected: Any = TypeAdapter(int).validate_python(text)
+    except ValidationError:
+        expected = None
+    for how in ("signals", "query"):
+        with TestClient(_TYPED_APP) as client:  # a session, and an instance, of its own
+            if how == "signals":
+                answer = fire(client, "/Typed/take", signals={"amount": text, "name": text})
+            else:
+                answer = fire(client, "/Typed/take", amount=text, name=text)
+            assert answer.status_code == 200
+            if expected is None:
+                assert set(answer.errors) == {"amount"}
+                assert client.get("/").text == ""
+            else:
+                assert answer.errors == {}
+                assert client.get("/").text == f"{expected!r}|{text!r}"
