@@ -275,11 +275,8 @@ async def guard_uploads(
     a multipart body is streamed into ``uploads`` rather than buffered."""
     headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
     content_type = media_type(headers.get("content-type"))
-    if content_type == "multipart/form-data":
-        limit = max(policy.max_body, settings.max_body_size)
-    elif content_type in JSON_TYPES:
-        limit = max(policy.max_json, settings.max_body_size)
-    else:  # url-encoded or plain text: no files in there
+    limit = _limit(content_type, policy, settings)
+    if limit is None:
         return await guard_asgi(scope, receive, send, settings)
     cap = DISCARD_FACTOR * limit
     refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, cap)
@@ -316,13 +313,13 @@ async def guard_upload_request(
         return guarded
     headers = request.headers
     content_type = media_type(headers.get("content-type"))
-    if content_type in JSON_TYPES:
-        limit = max(policy.max_json, settings.max_body_size)
-        limits = _Limits(settings.trusted_origins, limit, settings.slow_uploads)
-        return await guard_request(request, limits)
-    if content_type != "multipart/form-data":
+    limit = _limit(content_type, policy, settings)
+    if limit is None:
         return await guard_request(request, settings)
-    limit = max(policy.max_body, settings.max_body_size)
+    if content_type in JSON_TYPES:
+        return await guard_request(
+            request, _Limits(settings.trusted_origins, limit, settings.slow_uploads)
+        )
     cap = DISCARD_FACTOR * limit
     refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, cap)
     if refusal is not None:
@@ -371,6 +368,16 @@ def _receiving(first: bytes, chunks: AsyncIterator[bytes]) -> Receive:
         return {"type": "http.request", "body": chunk, "more_body": True}
 
     return receive
+
+
+def _limit(content_type: str, policy: UploadPolicy, settings: GuardSettings) -> int | None:
+    """The body limit of a request to an upload event: the event's own, never below
+    ``max_body_size``; None for a body that carries no files (url-encoded, text)."""
+    if content_type == "multipart/form-data":
+        return max(policy.max_body, settings.max_body_size)
+    if content_type in JSON_TYPES:
+        return max(policy.max_json, settings.max_body_size)
+    return None
 
 
 async def _read_multipart(
