@@ -84,7 +84,8 @@ class EventEndpoint:
                 return
             await response(scope, receive, send)
         finally:
-            await _close_uploads(scope)
+            if UPLOADS_KEY in scope:  # no coroutine for the events without files
+                await _close_uploads(scope)
 
 
 def _raising(exc: Exception) -> ASGIApp:
