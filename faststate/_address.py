@@ -10,30 +10,28 @@ from __future__ import annotations
 
 from faststate._protocol import Dialect
 from faststate._registry import Registration
-from faststate._scopes import CLIENT_PARAMS, StateScope, instance_key, namespace
+from faststate._scopes import CLIENT_PARAMS, StateScope, instance_key, namespace, parse_key
 
 
 class Address:
     """One resolved instance.  Made per request, so it is a plain slotted class:
-    a frozen dataclass would cost a good part of an event's budget to build."""
+    a frozen dataclass would cost a good part of an event's budget to build.
 
-    __slots__ = ("key", "namespace", "protocol", "registration", "root_path", "scope_id", "session")
+    Placed instances keep theirs while idle, so it holds nothing its key
+    already says: the scope id is read back from the key when asked for.
+    """
+
+    __slots__ = ("key", "namespace", "protocol", "registration", "root_path")
 
     def __init__(
         self,
         registration: Registration,
-        scope_id: str,
-        session: str | None,
         key: str,
         namespace: str,
         protocol: Dialect,
         root_path: str = "",
     ) -> None:
         self.registration = registration
-        #: What the scope is keyed by: record, component, user or session id; "" for GLOBAL.
-        self.scope_id = scope_id
-        #: The session a SESSION or COMPONENT instance belongs to.
-        self.session = session
         self.key = key
         self.namespace = namespace
         self.protocol = protocol
@@ -49,11 +47,19 @@ class Address:
         protocol: Dialect,
         root_path: str = "",
     ) -> Address:
+        """The address of the instance ``scope_id`` names (and ``session``, for
+        SESSION and COMPONENT scopes)."""
         scope = registration.config.scope
         name = registration.cls.__name__
         key = instance_key(scope, name, scope_id, session)
         space = namespace(name, scope, scope_id)
-        return cls(registration, scope_id, session, key, space, protocol, root_path)
+        return cls(registration, key, space, protocol, root_path)
+
+    @property
+    def scope_id(self) -> str:
+        """What the scope is keyed by: record, component, user or session id; "" for GLOBAL."""
+        parts = parse_key(self.key)
+        return "" if parts is None else parts.scope_id
 
     @property
     def scope(self) -> StateScope:

@@ -140,6 +140,12 @@ class Router:
                 connect_timeout=connect_timeout,
             )
         self._nodes: dict[str, Any] = {}
+        self._lanes: dict[str, Lane] = {}
+        self._single_lane = (
+            None
+            if self._single is None
+            else Lane(self._single.connection_pool, max_connections, pool_timeout)
+        )
 
     @property
     def single(self) -> Any:
@@ -170,6 +176,21 @@ class Router:
             )
         return client
 
+    async def lane(self, key: str) -> Lane:
+        """The lane to run a script on ``key`` with."""
+        if self._single_lane is not None:
+            return self._single_lane
+        name, _, _ = await self.node_of(key)
+        lane = self._lanes.get(name)
+        if lane is None:
+            client = await self.client(key)
+            lane = self._lanes[name] = Lane(
+                client.connection_pool,
+                int(self._options["max_connections"]),
+                self._options["pool_timeout"],
+            )
+        return lane
+
     async def by_client(self, names: list[str]) -> list[tuple[Any, list[int]]]:
         """The positions of ``names`` grouped by the client to send them with
         (one pipeline per node)."""
@@ -194,11 +215,25 @@ class Router:
 
     async def script(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script whose keys share one slot, on the node that owns them."""
-        return await self.call(
-            keys[0], lambda client: run_script(client, script, sha, keys, args)
-        )
+        try:
+            return await (await self.lane(keys[0])).script(script, sha, keys, args)
+        except (redis.exceptions.MovedError, redis.exceptions.AskError):
+            await self.refresh()
+            return await (await self.lane(keys[0])).script(script, sha, keys, args)
+
+    async def execute(self, key: str, *command: Any) -> Any:
+        """One command on ``key``, on the lane of the node that owns it."""
+        try:
+            return await (await self.lane(key)).execute(*command)
+        except (redis.exceptions.MovedError, redis.exceptions.AskError):
+            await self.refresh()
+            return await (await self.lane(key)).execute(*command)
 
     async def aclose(self) -> None:
+        for lane in (self._single_lane, *self._lanes.values()):
+            if lane is not None:
+                await lane.aclose()
+        self._lanes.clear()
         for client in self._nodes.values():
             await client.aclose()
         self._nodes.clear()
@@ -206,6 +241,94 @@ class Router:
             await self._single.aclose()
         if self._map is not None:
             await self._map.aclose()
+
+
+class Lane:
+    """Connections of one server that run an event's commands (scripts and
+    loads), each kept here between two.
+
+    They are most of what events send, and redis-py's pool is slow for
+    them: handing a connection out goes through an ``asyncio.Condition`` and
+    a check for unread data, and giving it back again, which costs as much
+    CPU as the round trip itself.  A connection kept here goes straight to
+    the next command.  redis-py closes a connection whose command was cut
+    short (an error, a deadline, a cancellation), so no reply is ever read
+    by the wrong command; one closed, by either side, connects again before
+    it is used.  At most ``limit`` commands run at once; more wait their
+    turn, for up to ``wait`` seconds.
+
+    Args:
+        pool: The pool whose connection options (URL, credentials, TLS) the
+            lane's connections take; none of its connections is used.
+        limit: The most connections, and commands running at once.
+        wait: Seconds a command may wait for its turn (then ``ConnectionError``).
+    """
+
+    def __init__(self, pool: Any, limit: int, wait: float) -> None:
+        self._pool = pool
+        self._limit = limit
+        self._wait = wait
+        self._idle: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turns = asyncio.Semaphore(limit)
+
+    async def script(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, or EVAL when the server does not know the script (yet, or after a restart)."""
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await self.execute("EVAL", script, len(keys), *keys, *args)
+
+    async def execute(self, *command: Any) -> Any:
+        """One command and its reply (an error reply raised, as redis-py raises it)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._move_to(loop)
+        turns = self._turns
+        if turns.locked():
+            try:
+                async with asyncio.timeout(self._wait):
+                    await turns.acquire()
+            except TimeoutError:
+                raise redis.exceptions.ConnectionError(
+                    f"no free connection within {self._wait}s"
+                ) from None
+        else:
+            await turns.acquire()
+        try:
+            connection = self._idle.pop() if self._idle else self._pool.make_connection()
+            if _hung_up(connection):
+                # Closed by the server (a restart, a proxy) while idle: a
+                # command sent on it now would fail without having run.
+                await connection.disconnect()
+            try:
+                await connection.send_packed_command(
+                    connection.pack_command(*command), check_health=False
+                )
+                return await connection.read_response()
+            finally:
+                self._idle.append(connection)
+        finally:
+            turns.release()
+
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Served by another event loop (a test's, a thread's): connections and
+        turns of the former one cannot be used from it."""
+        self._loop = loop
+        self._idle.clear()
+        self._turns = asyncio.Semaphore(self._limit)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
+
+
+def _hung_up(connection: Any) -> bool:
+    """Whether the server closed ``connection`` while it sat idle, as asyncio
+    noted when it happened (no system call, unlike redis-py's health check)."""
+    reader = getattr(connection, "_reader", None)
+    return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
 
 class RedisKeys:
@@ -271,14 +394,6 @@ class Publication:
 
     def args(self) -> list[str | int]:
         return [self.message, self.channel, self.replay_size, self.replay_window_ms, self.command]
-
-
-async def run_script(client: Any, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
-    """EVALSHA, or EVAL when the server does not know the script (yet, or after a restart)."""
-    try:
-        return await client.evalsha(sha, len(keys), *keys, *args)
-    except redis.exceptions.NoScriptError:
-        return await client.eval(script, len(keys), *keys, *args)
 
 
 def script_sha(script: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -147,10 +146,10 @@ class RedisStore(StateStore):
     - ``socket_timeout`` (5 s): how long Redis may take to answer one round
       trip (and to accept a connection).
     - ``max_connections`` (50): Redis connections per process (per node of a
-      cluster) for events and pages; live pages' pub/sub has a pool of the
-      same size.  Commands beyond it queue for a free connection rather than
-      fail.  Lease renewals have up to four
-      connections of their own.
+      cluster) for events and page loads, kept between commands; as many
+      again in a pool for rarer commands, and for live pages' pub/sub.
+      Commands beyond it queue for a free connection rather than fail.
+      Lease renewals have up to four connections of their own.
     - ``pool_timeout`` (5 s): how long a command may queue for a connection
       before a 503.
 
@@ -250,7 +249,7 @@ class RedisStore(StateStore):
 
     async def load(self, key: str, cls: type[S]) -> S | None:
         name = self._key(key)
-        found = await self._call(self._router.call(name, lambda c: c.hmget(name, "v", "d")))
+        found = await self._call(self._router.execute(name, "HMGET", name, "v", "d"))
         return _instance(cls, found)
 
     async def load_held(self, key: str, cls: type[S], lease: Lease) -> S | None:
@@ -448,7 +447,9 @@ class RedisStore(StateStore):
         One deadline bounds the whole wait: ``lock_wait``, and ``socket_timeout``
         after Redis last answered (it moves on with every answer)."""
         keys = [self.keys.lock(key), self.keys.state(key)]
-        token = uuid.uuid4().hex
+        # Only unique, never secret: the module's generator (seeded from the OS,
+        # and again in a forked worker) costs no system call, as uuid4 does.
+        token = f"{random.getrandbits(128):032x}"
         kept = self._kept.pop(key, None)
         version = "" if kept is None else stored_version(kept)
         args = [token, max(1, int(self.lock_lease * 1000)), version]

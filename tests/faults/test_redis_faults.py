@@ -221,6 +221,28 @@ def test_an_outage_during_an_event_blocks_the_instance_no_longer_than_the_outage
         proxy.close()
 
 
+def test_connections_redis_closed_while_idle_fail_no_event_and_no_page(
+    private_redis: PrivateRedis,
+) -> None:
+    # A Redis restart, a failover or a proxy's idle timeout closes connections
+    # a worker keeps between requests; the next requests must not pay for it.
+    probe = redis.Redis.from_url(private_redis.url)
+    try:
+        with (
+            worker(private_redis.url, PRIVATE_PREFIX) as app,
+            httpx.Client(base_url=app.url, timeout=30) as client,
+        ):
+            assert post(client, "/Shared/add?amount=1").status_code == 200
+            assert client.get("/shared").text == "1"
+            killed = probe.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 1  # the worker's connections, all of them
+            time.sleep(0.2)  # the worker's loop sees them closed
+            assert post(client, "/Shared/add?amount=1").status_code == 200
+            assert client.get("/shared").text == "2"
+    finally:
+        probe.close()
+
+
 def test_an_event_longer_than_the_lease_keeps_its_lock(redis_url: str, redis_prefix: str) -> None:
     lease = 1.0
     lock = f"{redis_prefix}lock:{{global:Shared}}"
