@@ -9,14 +9,18 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 import redis
 import redis.asyncio
-from pydantic import PrivateAttr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, PrivateAttr, computed_field
 from sqlmodel import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,6 +39,7 @@ from faststate import (
     use_state,
 )
 from faststate._live.broker import Change
+from faststate._redis import _packed
 from faststate._state import stored_version
 from faststate.testing import afire
 
@@ -74,6 +79,41 @@ async def test_round_trip_keeps_every_server_side_value(redis_prefix: str, redis
     loaded = await store.load("k", Tally)
     assert loaded is not None and loaded is not state
     assert (loaded.count, loaded.note, loaded._seen, loaded.id) == (3, "secret", [9], state.id)
+    await store.aclose()
+
+
+class Place(BaseModel):
+    city: str
+    floor: int
+
+
+class Rich(ReactiveState):
+    """No excluded field: pydantic writes its stored JSON in one go."""
+
+    title: str = "Café ☕ «déjà»"
+    when: datetime = datetime(2026, 11, 30, 17, 5, tzinfo=UTC)
+    ref: uuid.UUID = uuid.UUID(int=42)
+    ratio: float = 1e16
+    tags: list[str] = Field(default_factory=lambda: ["a", "ü"])
+    scores: dict[str, int] = Field(default_factory=lambda: {"x": 1})
+    place: Place = Place(city="Zürich", floor=-1)
+    _notes: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tag_count(self) -> int:
+        return len(self.tags)
+
+
+async def test_round_trip_keeps_every_kind_of_value(redis_prefix: str, redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    state = Rich(tags=["x", "y", "z"], ratio=0.1 + 0.2)
+    state._notes["ß"] = "naïve"
+    await store.add("rich", state, ttl=None)
+    loaded = await store.load("rich", Rich)
+    assert loaded is not None and loaded is not state
+    assert loaded.model_dump() == state.model_dump()
+    assert loaded._notes == {"ß": "naïve"} and loaded.tag_count == 3
     await store.aclose()
 
 
@@ -380,3 +420,31 @@ async def test_the_copy_a_worker_keeps_is_used_only_while_current(
     await broker.aclose()
     await first.aclose()
     await second.aclose()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(st.characters(exclude_categories=("Cs",))),
+            st.integers(),
+            st.binary(),
+            st.floats(allow_nan=False),
+        ),
+        max_size=8,
+    )
+)
+def test_event_commands_go_out_byte_for_byte_as_redis_py_writes_them(arguments: list[Any]) -> None:
+    # The lanes write commands themselves; a byte astray would corrupt a
+    # stored instance or a key, not merely slow an event.
+    connection = redis.asyncio.Connection()
+    command = ("EVALSHA", *arguments)
+    assert _packed(connection, command) == b"".join(connection.pack_command(*command))
+
+
+def test_commands_redis_cannot_take_are_refused_as_redis_py_refuses_them() -> None:
+    connection = redis.asyncio.Connection()
+    with pytest.raises(redis.exceptions.DataError):
+        _packed(connection, ("SET", "k", True))
+    with pytest.raises(redis.exceptions.DataError):
+        _packed(connection, ("SET", "k", None))

@@ -29,10 +29,15 @@ def encode(state: ReactiveState) -> str:
     """JSON of everything the instance keeps on the server."""
     cls = type(state)
     computed = set(cls.__pydantic_computed_fields__)
-    fields: dict[str, Any] = state.model_dump(mode="json", exclude=computed or None)
-    for name in _excluded_fields(cls):
-        adapter = _field_adapter(cls, name)
-        fields[name] = adapter.dump_python(state.__dict__[name], mode="json")
+    excluded = _excluded_fields(cls)
+    if excluded:
+        fields: dict[str, Any] = state.model_dump(mode="json", exclude=computed or None)
+        for name in excluded:
+            adapter = _field_adapter(cls, name)
+            fields[name] = adapter.dump_python(state.__dict__[name], mode="json")
+        fields_json = json.dumps(fields, separators=(",", ":"))
+    else:  # the usual case: pydantic writes the JSON itself, at a third of the cost
+        fields_json = state.model_dump_json(exclude=computed or None)
     private: dict[str, Any] = {}
     for name, value in (state.__pydantic_private__ or {}).items():
         try:
@@ -41,7 +46,8 @@ def encode(state: ReactiveState) -> str:
             logger.warning(
                 "faststate: %s.%s is not JSON-serialisable; not stored", cls.__name__, name
             )
-    return json.dumps({"fields": fields, "private": private}, separators=(",", ":"))
+    private_json = json.dumps(private, separators=(",", ":")) if private else "{}"
+    return f'{{"fields":{fields_json},"private":{private_json}}}'
 
 
 def decode(cls: type[S], text: str | bytes) -> S | None:
