@@ -552,8 +552,8 @@ def upload_rss(megabytes: int) -> dict[str, float]:
 
 def over_http(seconds: int, rounds: int) -> dict[str, float | None]:
     """Both apps under uvicorn (one worker each, both started once), loaded by
-    wrk from another process: ``rounds`` pairs of ``seconds``-long runs, one
-    app then the other, and the median of the pairs' ratios (a neighbour's
+    wrk from another process: ``rounds`` pairs of ``seconds``-long runs, the
+    apps taking turns to go first, and the median of the pairs' ratios (a neighbour's
     burst on the shared machine then spoils one pair, not the figure)."""
     if shutil.which("wrk") is None:
         print("over_http skipped: wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -574,9 +574,12 @@ def over_http(seconds: int, rounds: int) -> dict[str, float | None]:
             targets[name] = (base, cookie)
             _wrk(base, cookie, 1)  # warm up: first-use costs are not the steady state
         results: dict[str, list[float]] = {"faststate": [], "handwritten": []}
+        order = list(targets)
         for _ in range(rounds):
-            for name, (base, cookie) in targets.items():
+            for name in order:
+                base, cookie = targets[name]
                 results[name].append(_wrk(base, cookie, seconds))
+            order.reverse()  # neither app always runs first
     finally:
         for server in servers:
             server.terminate()

@@ -177,7 +177,7 @@ class Router:
         return client
 
     async def lane(self, key: str) -> Lane:
-        """The lane to run a script on ``key`` with."""
+        """The lane of the server (or node) that owns ``key``: where events send their commands."""
         if self._single_lane is not None:
             return self._single_lane
         name, _, _ = await self.node_of(key)
@@ -307,7 +307,10 @@ class Lane:
                 )
                 return await connection.read_response()
             finally:
-                self._idle.append(connection)
+                if self._loop is loop:
+                    self._idle.append(connection)
+                else:  # another loop took the lane over meanwhile: not for it
+                    await connection.disconnect(nowait=True)
         finally:
             turns.release()
 

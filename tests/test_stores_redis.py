@@ -39,7 +39,7 @@ from faststate import (
     use_state,
 )
 from faststate._live.broker import Change
-from faststate._redis import _packed
+from faststate._redis import Router, Server, _packed
 from faststate._state import stored_version
 from faststate.testing import afire
 
@@ -448,3 +448,25 @@ def test_commands_redis_cannot_take_are_refused_as_redis_py_refuses_them() -> No
         _packed(connection, ("SET", "k", True))
     with pytest.raises(redis.exceptions.DataError):
         _packed(connection, ("SET", "k", None))
+
+
+async def test_commands_beyond_the_connection_limit_wait_their_turn_for_pool_timeout(
+    redis_url: str, redis_prefix: str
+) -> None:
+    router = Router(Server.of(redis_url), max_connections=1, pool_timeout=0.3, connect_timeout=5)
+    lane = await router.lane(f"{redis_prefix}k")
+    try:
+        # The one connection is busy for a second (BLPOP on an empty list):
+        # the next command waits pool_timeout for it, then fails plainly.
+        busy = asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}empty", 1))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.ConnectionError, match="no free connection"):
+            await lane.execute("PING")
+        assert 0.25 <= time.monotonic() - started < 0.9
+        assert await busy is None
+        # Once free, commands queue and all get their answer, one at a time.
+        answers = await asyncio.gather(*(lane.execute("PING") for _ in range(20)))
+        assert answers == [b"PONG"] * 20
+    finally:
+        await router.aclose()
