@@ -155,7 +155,7 @@ class FastStateMiddleware:
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
             observer=Observer(on_event),
         )
-        self._verified: dict[str, tuple[str, float]] = {}
+        self._verified: dict[bytes, tuple[str, float]] = {}
         self._app: Any = None
         self._app_registry: Registry | None = None
         #: The app served, and its ExceptionMiddleware and router when nothing
@@ -287,11 +287,16 @@ class FastStateMiddleware:
 
     def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
         """The session id of a valid cookie, and whether to re-issue it."""
-        cookie = _cookie_value(_scope_header(scope, b"cookie"), self.session_cookie)
-        if cookie is None:
+        header = _raw_header(scope, b"cookie")
+        if header is None:
             return None, False
-        verified = self._verified.get(cookie)
+        # Remembered by the whole header, as it came: a returning browser sends
+        # the same bytes, and neither decoding nor splitting them is needed.
+        verified = self._verified.get(header)
         if verified is None:
+            cookie = _cookie_value(header.decode("latin-1"), self.session_cookie)
+            if cookie is None:
+                return None, False
             try:
                 value, signed = self.signer.unsign(cookie, return_timestamp=True)
             except BadSignature:
@@ -303,7 +308,7 @@ class FastStateMiddleware:
             # remembering it spares two HMACs per request of a busy session.
             if len(self._verified) >= VERIFIED_COOKIES:
                 self._verified.pop(next(iter(self._verified)))
-            self._verified[cookie] = verified
+            self._verified[header] = verified
         session_id, signed_at = verified
         if self.max_age is None:
             return session_id, False
@@ -449,11 +454,11 @@ def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | 
     return keys
 
 
-def _scope_header(scope: Scope, name: bytes) -> str | None:
-    """The first value of a request header straight from the ASGI scope (``name`` lower-case)."""
+def _raw_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header as it came (``name`` lower-case)."""
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return bytes(value)
     return None
 
 
