@@ -470,3 +470,26 @@ async def test_commands_beyond_the_connection_limit_wait_their_turn_for_pool_tim
         assert answers == [b"PONG"] * 20
     finally:
         await router.aclose()
+
+
+async def test_a_command_cut_short_never_hands_its_reply_to_the_next(
+    redis_url: str, redis_prefix: str
+) -> None:
+    router = Router(Server.of(redis_url), max_connections=1, pool_timeout=5, connect_timeout=5)
+    lane = await router.lane(f"{redis_prefix}k")
+    other = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await other.set(f"{redis_prefix}k", "mine")
+        # Cancelled while Redis holds its reply back (an event whose client left).
+        waiting = asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list", 2))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await other.rpush(f"{redis_prefix}list", "late")  # the cut command's reply, if it lived
+        # The only connection was closed, not reused: the next command gets its own reply.
+        assert await lane.execute("GET", f"{redis_prefix}k") == b"mine"
+    finally:
+        await other.delete(f"{redis_prefix}k", f"{redis_prefix}list")
+        await other.aclose()
+        await router.aclose()
