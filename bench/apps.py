@@ -173,8 +173,13 @@ def faststate_collections_app() -> Starlette:
     return app
 
 
-def handwritten_app() -> Starlette:
-    """What a careful developer writes by hand with datastar-py: the baseline."""
+def handwritten_app(reading: bool = False) -> Starlette:
+    """What a careful developer writes by hand with datastar-py: the baseline.
+
+    ``reading``: the counter also reads the signals the page sent, with
+    datastar-py's ``read_signals``, as an endpoint of a page with inputs must
+    (faststate always does).
+    """
     signer = TimestampSigner(SECRET, salt="bench.session")
     sessions: dict[str, dict[str, Any]] = {}
 
@@ -183,6 +188,8 @@ def handwritten_app() -> Starlette:
             sid = signer.unsign(request.cookies.get("session", "")).decode()
         except BadSignature:
             return PlainTextResponse("no session", 403)
+        if reading and await read_signals(request) is None:
+            return PlainTextResponse("not a Datastar request", 400)
         session = sessions.setdefault(sid, {"count": 0})
         session["count"] += int(request.query_params.get("amount", "1"))
         body = ServerSentEventGenerator.patch_signals({"CounterState": {"count": session["count"]}})
@@ -213,36 +220,6 @@ def handwritten_app() -> Starlette:
         routes=[
             Route("/CounterState/increment", increment, methods=["POST"]),
             Route("/FeedState/add", add, methods=["POST"]),
-        ]
-    )
-
-
-def handwritten_reading_app() -> Starlette:
-    """The hand-written counter that also reads the signals the page sent, with
-    datastar-py's ``read_signals``, as an endpoint of a page with inputs must
-    (faststate always does)."""
-    signer = TimestampSigner(SECRET, salt="bench.session")
-    sessions: dict[str, dict[str, Any]] = {}
-
-    async def increment(request: Request) -> Response:
-        try:
-            sid = signer.unsign(request.cookies.get("session", "")).decode()
-        except BadSignature:
-            return PlainTextResponse("no session", 403)
-        if await read_signals(request) is None:
-            return PlainTextResponse("not a Datastar request", 400)
-        session = sessions.setdefault(sid, {"count": 0})
-        session["count"] += int(request.query_params.get("amount", "1"))
-        body = ServerSentEventGenerator.patch_signals({"CounterState": {"count": session["count"]}})
-        return Response(body, headers=SSE)
-
-    async def ready(request: Request) -> Response:
-        return PlainTextResponse("ok")
-
-    return Starlette(
-        routes=[
-            Route("/CounterState/increment", increment, methods=["POST"]),
-            Route("/", ready),
         ]
     )
 

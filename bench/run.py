@@ -29,6 +29,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import redis
+import redis.asyncio
+import redis.asyncio.connection
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
@@ -156,13 +160,18 @@ async def collections(count: int, rounds: int) -> dict[str, float]:
     }
 
 
-async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
+def _redis_reachable(figure: str) -> bool:
+    """Whether the benchmarks' Redis answers; if not, says that ``figure`` is skipped."""
     try:
-        import redis
-
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
     except Exception as exc:
-        print(f"redis_vs_memory skipped: Redis unreachable ({exc})", file=sys.stderr)
+        print(f"{figure} skipped: Redis unreachable ({exc})", file=sys.stderr)
+        return False
+    return True
+
+
+async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
+    if not _redis_reachable("redis_vs_memory"):
         return {"redis_vs_memory_ratio": None}
     from faststate import RedisStore
 
@@ -193,15 +202,8 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
 async def redis_round_trips(count: int) -> dict[str, float | None]:
     """Round trips to Redis per single-instance event, counted on the client: every
     command (or pipeline) the store's connections send is one."""
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:
-        print(f"redis_round_trips skipped: Redis unreachable ({exc})", file=sys.stderr)
+    if not _redis_reachable("redis_round_trips"):
         return {"redis_round_trips": None}
-    import redis.asyncio.connection
-
     from faststate import RedisStore
 
     store = RedisStore(REDIS_URL, prefix=f"faststate-bench-rt:{os.getpid()}:")
@@ -395,19 +397,12 @@ def fanout_delivered(subscribers: dict[str, int], rounds: int) -> dict[str, floa
 def fanout_redis(subscribers: int, rounds: int) -> dict[str, float | None]:
     """A ``mutate`` in this process (a ``RedisStore`` app), to the moment the last of
     ``subscribers`` live streams of another worker handed the change to its ``send``."""
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except Exception as exc:
-        print(f"fanout_redis skipped: Redis unreachable ({exc})", file=sys.stderr)
+    if not _redis_reachable("fanout_redis"):
         return {"fanout_redis_ms": None}
     return {"fanout_redis_ms": statistics.median(asyncio.run(_fanout_redis(subscribers, rounds)))}
 
 
 async def _fanout_redis(subscribers: int, rounds: int) -> list[float]:
-    import redis.asyncio
-
     from faststate import RedisStore
 
     prefix = f"faststate-bench:{os.getpid()}:"

@@ -215,19 +215,20 @@ class Router:
 
     async def script(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script whose keys share one slot, on the node that owns them."""
-        try:
-            return await (await self.lane(keys[0])).script(script, sha, keys, args)
-        except (redis.exceptions.MovedError, redis.exceptions.AskError):
-            await self.refresh()
-            return await (await self.lane(keys[0])).script(script, sha, keys, args)
+        return await self.on_lane(keys[0], lambda lane: lane.script(script, sha, keys, args))
 
     async def execute(self, key: str, *command: Any) -> Any:
         """One command on ``key``, on the lane of the node that owns it."""
+        return await self.on_lane(key, lambda lane: lane.execute(*command))
+
+    async def on_lane(self, key: str, command: Callable[[Lane], Awaitable[T]]) -> T:
+        """``command(lane)`` on the lane of ``key``'s node; once more after MOVED or
+        ASK (as ``call`` does on clients)."""
         try:
-            return await (await self.lane(key)).execute(*command)
+            return await command(await self.lane(key))
         except (redis.exceptions.MovedError, redis.exceptions.AskError):
             await self.refresh()
-            return await (await self.lane(key)).execute(*command)
+            return await command(await self.lane(key))
 
     async def aclose(self) -> None:
         for lane in (self._single_lane, *self._lanes.values()):
