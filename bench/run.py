@@ -307,7 +307,7 @@ def bytes_per_session(count: int) -> dict[str, float]:
     from faststate._address import Address
     from faststate._protocol import get_protocol
     from faststate._registry import Registration
-    from faststate._state import place
+    from faststate._state import place, stored_version
 
     store = MemoryStore(max_instances=count + 1)
     protocol = get_protocol("v1")
@@ -315,13 +315,16 @@ def bytes_per_session(count: int) -> dict[str, float]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
+    first = None
     for index in range(count):
-        # What use_state leaves behind for one visitor: a key, an instance
-        # bound to its address, and the store's entry.
+        # What use_state leaves behind for one visitor: a key and an instance
+        # placed under it, held in the store's table.
         session = f"{index:032x}"
         address = Address.of(registration, session, session, protocol)
         state = store.add_sync(address.key, apps.IdleState(), 3600)
-        place(state, address)
+        place(state, address.key, address.site)
+        if first is None:
+            first = state
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -337,10 +340,14 @@ def bytes_per_session(count: int) -> dict[str, float]:
         "fields_set": sys.getsizeof(fields_set) if type(fields_set) is set else 0,
         "private_dict": sys.getsizeof(private) if private is not None else 0,
         "id_string": sys.getsizeof(values["id"]),
-        "address": sys.getsizeof(address),
         # The session id is not among them: the key holds it as text, and
-        # the address reads it back from there.
+        # the address is rebuilt from the key and the class's shared site
+        # when asked for.
         "key_string": sys.getsizeof(address.key),
+        # Instances created while none left the store share one first version.
+        "version": 0 if stored_version(state) is stored_version(first) else sys.getsizeof(
+            stored_version(state)
+        ),
     }
     return {
         "bytes_per_session": (after - before) / count,

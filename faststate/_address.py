@@ -3,7 +3,9 @@
 Whatever reaches an instance (a page's ``use_state``, an event, a live
 stream, ``mutate``) ends with one ``Address``: the registered class, the id
 its scope is keyed by, the store key and page namespace built from them, and
-how the page's URLs reach it.  Instances carry theirs (``_state.place``).
+how the page's URLs reach it.  Instances carry only their key and their
+``Site``, what the addresses of their class share (``_state.place``), and
+rebuild the address when asked.
 """
 
 from __future__ import annotations
@@ -13,30 +15,63 @@ from faststate._registry import Registration
 from faststate._scopes import CLIENT_PARAMS, StateScope, instance_key, namespace, parse_key
 
 
+class Site:
+    """What the addresses of one registered class share, for one dialect and
+    one root path.  The registration keeps one of each (``site_of``), so an
+    idle instance holds a reference to it instead of an address of its own.
+    """
+
+    __slots__ = ("fixed_namespace", "protocol", "registration", "root_path")
+
+    def __init__(self, registration: Registration, protocol: Dialect, root_path: str) -> None:
+        self.registration = registration
+        self.protocol = protocol
+        self.root_path = root_path
+        #: The namespace of every instance, for scopes whose id the page does not carry.
+        self.fixed_namespace: str | None = (
+            None if registration.config.scope in CLIENT_PARAMS else registration.cls.__name__
+        )
+
+    def at(self, key: str) -> Address:
+        """The address of the instance stored under ``key``."""
+        space = self.fixed_namespace
+        if space is None:
+            parts = parse_key(key)
+            scope_id = "" if parts is None else parts.scope_id
+            registration = self.registration
+            space = namespace(registration.cls.__name__, registration.config.scope, scope_id)
+        return Address(self, key, space)
+
+
+def site_of(registration: Registration, protocol: Dialect, root_path: str = "") -> Site:
+    """The registration's site for ``protocol`` under ``root_path`` (made once).
+
+    Root paths come from the server's configuration and mounts, not from
+    requests, so there are only ever a few per registration.
+    """
+    sites = registration.sites
+    site: Site | None = sites.get((protocol, root_path))
+    if site is None:
+        site = sites[protocol, root_path] = Site(registration, protocol, root_path)
+    return site
+
+
 class Address:
     """One resolved instance.  Made per request, so it is a plain slotted class:
     a frozen dataclass would cost a good part of an event's budget to build.
-
-    Placed instances keep theirs while idle, so it holds nothing its key
-    already says: the scope id is read back from the key when asked for.
+    The site's parts are copied in, because events read them often.
     """
 
-    __slots__ = ("key", "namespace", "protocol", "registration", "root_path")
+    __slots__ = ("key", "namespace", "protocol", "registration", "root_path", "site")
 
-    def __init__(
-        self,
-        registration: Registration,
-        key: str,
-        namespace: str,
-        protocol: Dialect,
-        root_path: str = "",
-    ) -> None:
-        self.registration = registration
+    def __init__(self, site: Site, key: str, namespace: str) -> None:
+        self.site = site
         self.key = key
         self.namespace = namespace
-        self.protocol = protocol
+        self.registration = site.registration
+        self.protocol = site.protocol
         #: ASGI root path of the request that resolved it (under a Mount or a proxy prefix).
-        self.root_path = root_path
+        self.root_path = site.root_path
 
     @classmethod
     def of(
@@ -49,11 +84,13 @@ class Address:
     ) -> Address:
         """The address of the instance ``scope_id`` names (and ``session``, for
         SESSION and COMPONENT scopes)."""
-        scope = registration.config.scope
+        site = site_of(registration, protocol, root_path)
         name = registration.cls.__name__
-        key = instance_key(scope, name, scope_id, session)
-        space = namespace(name, scope, scope_id)
-        return cls(registration, key, space, protocol, root_path)
+        key = instance_key(registration.config.scope, name, scope_id, session)
+        space = site.fixed_namespace
+        if space is None:
+            space = namespace(name, registration.config.scope, scope_id)
+        return cls(site, key, space)
 
     @property
     def scope_id(self) -> str:
@@ -79,14 +116,3 @@ class Address:
         """The query parameter event URLs carry: ``("record_id", "42")``."""
         name = CLIENT_PARAMS.get(self.registration.config.scope)
         return None if name is None else (name, self.scope_id)
-
-    def same_place(self, other: object) -> bool:
-        """Whether ``other`` names this instance the same way (no need to re-place it)."""
-        return (
-            isinstance(other, Address)
-            and other.key == self.key
-            and other.root_path == self.root_path
-            and other.registration is self.registration
-            and other.protocol is self.protocol
-        )
-

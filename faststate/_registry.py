@@ -16,6 +16,7 @@ from faststate._state import ReactiveState
 from faststate._uploads import UploadPolicy
 
 if TYPE_CHECKING:
+    from faststate._protocol import Dialect
     from faststate._runtime import Runtime
 
 REGISTRY_ATTRIBUTE: Final = "faststate_registry"
@@ -29,6 +30,9 @@ class Registration:
     config: StateConfig
     prefix: str
     events: dict[str, EventSpec]
+    #: Its ``_address.Site`` per dialect and root path (``site_of``; typed
+    #: loosely because ``_address`` builds on this module).
+    sites: dict[tuple[Dialect, str], Any] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:

@@ -112,6 +112,12 @@ class Placement(Protocol):
     def presence(self) -> bool: ...
 
 
+class PlacementSite(Protocol):
+    """What the placements of one class share; an instance keeps it and its key."""
+
+    def at(self, key: str) -> Placement: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Unplaced:
     """What helpers see of an instance no request resolved (made by hand, say)."""
@@ -270,13 +276,26 @@ class ReactiveState(SQLModel):
         ```
     """
 
-    # faststate's own data of each instance (where it lives, the running
-    # event's tracker, the stored version) in slots: as pydantic private
+    # faststate's own data of each instance in slots: as pydantic private
     # attributes they would give every instance a dict (184 bytes), which a
     # class without private attributes of its own does not otherwise have.
-    # Instances built without ``__init__`` (``model_validate``, copies) leave
-    # them unset, which reads as unplaced, untracked, version 0.
-    __slots__ = ("_fs_place", "_fs_tracker", "_fs_version")
+    # Where it lives (its key and its class's shared ``PlacementSite``, not
+    # an address object of its own), the running event's tracker, the stored
+    # version, and the memory store's expiry and use order (``MemoryStore``
+    # threads its LRU lists through the instances it holds: a table entry
+    # and an ``OrderedDict`` node per instance cost 117 bytes, these four
+    # slots 32).  Instances built without ``__init__`` (``model_validate``,
+    # copies) leave them unset, which reads as unplaced, untracked, version 0.
+    __slots__ = (
+        "_fs_deadline",
+        "_fs_key",
+        "_fs_newer",
+        "_fs_older",
+        "_fs_site",
+        "_fs_tracker",
+        "_fs_ttl",
+        "_fs_version",
+    )
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     """A uuid4 string by default; a public field like any other."""
@@ -324,7 +343,7 @@ class ReactiveState(SQLModel):
                         tracker.remember(self, name, private[name], deep=False)
                     else:
                         tracker.saved[name] = _MISSING
-        elif placement(self) is not None:
+        elif is_placed(self):
             # The stored copy itself (memory store) or a copy whose change
             # would vanish (Redis): either way, not a change anyone sees.
             raise ReadOnlyState(
@@ -365,20 +384,47 @@ class ReactiveState(SQLModel):
         return f"<div {attributes}></div>"
 
 
-_PLACE_SLOT: Final[Any] = ReactiveState.__dict__["_fs_place"]
+#: The slots' descriptors: reading or writing through them skips the
+#: instance's own ``__getattribute__`` and ``__setattr__``.
+KEY_SLOT: Final[Any] = ReactiveState.__dict__["_fs_key"]
+_SITE_SLOT: Final[Any] = ReactiveState.__dict__["_fs_site"]
 _TRACKER_SLOT: Final[Any] = ReactiveState.__dict__["_fs_tracker"]
 _VERSION_SLOT: Final[Any] = ReactiveState.__dict__["_fs_version"]
+#: The memory store's: seconds of idleness allowed, when they run out, and
+#: the neighbours in its use order (see ``MemoryStore``).
+TTL_SLOT: Final[Any] = ReactiveState.__dict__["_fs_ttl"]
+DEADLINE_SLOT: Final[Any] = ReactiveState.__dict__["_fs_deadline"]
+OLDER_SLOT: Final[Any] = ReactiveState.__dict__["_fs_older"]
+NEWER_SLOT: Final[Any] = ReactiveState.__dict__["_fs_newer"]
 #: The running event's tracker of an instance; AttributeError when none ever was.
 _get_tracker: Final = _TRACKER_SLOT.__get__
+_get_key: Final = KEY_SLOT.__get__
+_get_site: Final = _SITE_SLOT.__get__
 
 
 def placement(state: ReactiveState) -> Placement | None:
     """Where ``use_state``, an event or ``mutate`` placed the instance, if any did."""
     try:
-        where: Placement | None = _PLACE_SLOT.__get__(state)
+        site: PlacementSite = _get_site(state)
     except AttributeError:
         return None
-    return where
+    return site.at(_get_key(state))
+
+
+def is_placed(state: ReactiveState) -> bool:
+    try:
+        _get_site(state)
+    except AttributeError:
+        return False
+    return True
+
+
+def placed_at(state: ReactiveState, key: str, site: PlacementSite) -> bool:
+    """Whether the instance is placed under ``key`` at ``site`` already."""
+    try:
+        return _get_site(state) is site and _get_key(state) == key
+    except AttributeError:
+        return False
 
 
 def tracker_of(state: ReactiveState) -> Tracker | None:
@@ -398,8 +444,9 @@ def placement_of(state: ReactiveState) -> Placement:
     return place
 
 
-def place(state: ReactiveState, where: Placement) -> None:
-    _PLACE_SLOT.__set__(state, where)
+def place(state: ReactiveState, key: str, site: PlacementSite) -> None:
+    KEY_SLOT.__set__(state, key)
+    _SITE_SLOT.__set__(state, site)
 
 
 def stored_version(state: ReactiveState) -> int:

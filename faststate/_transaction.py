@@ -42,7 +42,7 @@ from faststate._state import (
     diff_tracked,
     end_tracking,
     place,
-    placement,
+    placed_at,
     resume_tracking,
     rollback,
     stored_version,
@@ -162,8 +162,8 @@ _NOTHING_STREAMED: Final[list[list[ElementPatch]]] = [[]]
 def _place(state: ReactiveState, address: Address) -> None:
     # A kept instance usually is placed already; re-placing would cost an
     # allocation per event for nothing.
-    if not address.same_place(placement(state)):
-        place(state, address)
+    if not placed_at(state, address.key, address.site):
+        place(state, address.key, address.site)
         guard_streams(state)
 
 

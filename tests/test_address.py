@@ -9,6 +9,7 @@ from faststate._address import Address
 from faststate._protocol import get_protocol
 from faststate._registry import Registry, add_registration
 from faststate._scopes import KeyParts, instance_key, parse_key
+from faststate._state import place, placed_at, placement
 
 
 class Doc(ReactiveState):
@@ -57,16 +58,53 @@ def test_an_address_carries_what_pages_and_urls_need() -> None:
     assert _address(StateScope.GLOBAL, "").namespace == "Doc"
 
 
-def test_same_place_tells_whether_an_instance_must_be_re_placed() -> None:
+@pytest.mark.parametrize(
+    ("scope", "scope_id", "session"),
+    [
+        (StateScope.GLOBAL, "", None),
+        (StateScope.SESSION, "s1", "s1"),
+        (StateScope.COMPONENT, "side:bar", "s1"),
+        (StateScope.RECORD, "a-b_c", None),
+    ],
+)
+def test_a_placed_instance_gives_back_its_address(
+    scope: StateScope, scope_id: str, session: str | None
+) -> None:
+    """An instance keeps its key and its class's site; the address rebuilt
+    from them names the page's signals and URLs as the resolved one did."""
+    address = _address(scope, scope_id, session)
+    state = Doc()
+    place(state, address.key, address.site)
+    again = placement(state)
+    assert isinstance(again, Address)
+    assert (again.key, again.namespace, again.url_prefix, again.client_param) == (
+        address.key,
+        address.namespace,
+        address.url_prefix,
+        address.client_param,
+    )
+    assert again.registration is address.registration and again.protocol is address.protocol
+
+
+def test_addresses_of_one_class_share_one_site_per_dialect_and_root_path() -> None:
     first = _address(StateScope.RECORD, "42")
-    assert first.same_place(_address(StateScope.RECORD, "42")) is False  # another registration
     registration = first.registration
-    again = Address.of(registration, "42", None, first.protocol, root_path="/app")
-    assert first.same_place(again)
-    assert not first.same_place(Address.of(registration, "43", None, first.protocol, "/app"))
-    assert not first.same_place(Address.of(registration, "42", None, first.protocol, "/other"))
-    beta = get_protocol("beta")
-    assert not first.same_place(Address.of(registration, "42", None, beta, "/app"))
+    again = Address.of(registration, "43", None, first.protocol, root_path="/app")
+    assert again.site is first.site
+    assert placed_at(_placed(first), first.key, again.site)
+    assert not placed_at(_placed(first), again.key, again.site)
+    elsewhere = Address.of(registration, "42", None, first.protocol, "/other")
+    assert elsewhere.site is not first.site
+    assert not placed_at(_placed(first), elsewhere.key, elsewhere.site)
+    beta = Address.of(registration, "42", None, get_protocol("beta"), "/app")
+    assert beta.site is not first.site and beta.protocol is get_protocol("beta")
+    assert placement(Doc()) is None
+
+
+def _placed(address: Address) -> Doc:
+    state = Doc()
+    place(state, address.key, address.site)
+    return state
 
 
 def test_namespaces_are_injective() -> None:

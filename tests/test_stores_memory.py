@@ -6,6 +6,9 @@ Time is a fake clock handed to the store, so expiry is tested without sleeping.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -13,6 +16,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from faststate import (
@@ -23,6 +28,8 @@ from faststate import (
     register_state,
     use_state,
 )
+from faststate._state import KEY_SLOT, NEWER_SLOT, OLDER_SLOT, stored_version
+from faststate._versions import same_incarnation
 from faststate.testing import afire, fire
 
 from .apps import SECRET, Counter, state_app
@@ -145,6 +152,139 @@ async def test_cap_evicts_the_least_recently_used(clock: FakeClock) -> None:
     assert await store.load("a", Counter) is a
     assert await store.load("c", Counter) is c
     assert await store.load("d", Counter) is d
+
+
+class ReferenceLRU:
+    """The segmented LRU of MemoryStore's docstring, in ordered dicts."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.max_protected = cap - max(1, cap // 5)
+        self.probation: OrderedDict[str, None] = OrderedDict()
+        self.protected: OrderedDict[str, None] = OrderedDict()
+
+    def load(self, key: str) -> None:
+        if key in self.protected:
+            self.protected.move_to_end(key)
+        elif key in self.probation:
+            del self.probation[key]
+            self.protected[key] = None
+            while len(self.protected) > self.max_protected:
+                self.probation[self.protected.popitem(last=False)[0]] = None
+
+    def add_or_save(self, key: str) -> None:
+        for segment in (self.protected, self.probation):
+            if key in segment:
+                segment.move_to_end(key)
+                return
+        self.probation[key] = None
+        while len(self.probation) + len(self.protected) > self.cap:
+            (self.probation or self.protected).popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        self.probation.pop(key, None)
+        self.protected.pop(key, None)
+
+
+def use_order(segment: Any) -> list[str]:
+    """The keys of a store's segment, least recently used first, walked along
+    the list the store threads through its instances (and back again)."""
+    forward: list[str] = []
+    state = segment.oldest
+    while state is not None:
+        forward.append(KEY_SLOT.__get__(state))
+        state = NEWER_SLOT.__get__(state)
+    backward: list[str] = []
+    state = segment.newest
+    while state is not None:
+        backward.append(KEY_SLOT.__get__(state))
+        state = OLDER_SLOT.__get__(state)
+    assert backward[::-1] == forward
+    assert sorted(forward) == sorted(segment.by_key)
+    return forward
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cap=st.integers(min_value=1, max_value=6),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["load", "add", "save", "delete"]), st.sampled_from("abcdefgh")),
+        max_size=60,
+    ),
+)
+def test_eviction_follows_the_segmented_lru(cap: int, steps: list[tuple[str, str]]) -> None:
+    """Whatever the order of loads, adds, saves and deletes, the store keeps
+    the instances the segmented LRU keeps, in the same order of use."""
+    asyncio.run(_replay(cap, steps))
+
+
+async def _replay(cap: int, steps: list[tuple[str, str]]) -> None:
+    store = MemoryStore(max_instances=cap)
+    reference = ReferenceLRU(cap)
+    held: dict[str, Counter] = {}
+    for action, key in steps:
+        if action == "load":
+            assert (await store.load(key, Counter) is not None) == (
+                key in reference.protected or key in reference.probation
+            )
+            reference.load(key)
+        elif action == "add":
+            held[key] = await store.add(key, held.get(key) or counter(), ttl=None)
+            reference.add_or_save(key)
+        elif action == "save":
+            state = held.get(key) or counter()
+            await store.save(key, state, ttl=None)
+            held[key] = state
+            reference.add_or_save(key)
+        else:
+            await store.delete(key)
+            reference.delete(key)
+        assert use_order(store._probation) == list(reference.probation)
+        assert use_order(store._protected) == list(reference.protected)
+
+
+async def test_an_instance_added_under_another_key_moves_there() -> None:
+    """A session's instance handed to its new key at login is held once, under the new key."""
+    store = MemoryStore()
+    state = await store.add("session:Counter:old", counter(5), ttl=None)
+    assert await store.add("session:Counter:new", state, ttl=None) is state
+    assert await store.load("session:Counter:old", Counter) is None
+    assert await store.load("session:Counter:new", Counter) is state
+    assert len(store) == 1
+
+
+async def test_a_removed_instance_keeps_no_other_instance_alive() -> None:
+    """A request may hold on to an evicted instance; the instances that were
+    its neighbours in the store are freed all the same."""
+    store = MemoryStore(max_instances=2)
+    first = await store.add("a", counter(1), ttl=None)
+    neighbour = weakref.ref(await store.add("b", counter(2), ttl=None))
+    await store.add("c", counter(3), ttl=None)  # evicts a
+    await store.delete("b")
+    gc.collect()
+    assert first.count == 1
+    assert neighbour() is None
+
+
+async def test_a_new_copy_never_continues_the_versions_of_the_one_it_replaces(
+    clock: FakeClock,
+) -> None:
+    """New instances share a first version only while none left the store: a
+    page of an evicted, expired or deleted copy never takes the next copy under
+    its key for a later save of the one it saw."""
+    store = MemoryStore(max_instances=2, clock=clock)
+    a = stored_version(await store.add("a", counter(), ttl=10))
+    b = stored_version(await store.add("b", counter(), ttl=10))
+    assert a == b and a  # neither left: one incarnation, no save yet
+    await store.delete("a")
+    again = stored_version(await store.add("a", counter(), ttl=10))
+    assert not same_incarnation(again, a)
+    await store.add("c", counter(), ttl=10)  # evicts b
+    b_again = stored_version(await store.add("b", counter(), ttl=10))
+    assert not same_incarnation(b_again, b)
+    clock.advance(10)
+    expired = stored_version(await store.add("b", counter(), ttl=10))
+    assert not same_incarnation(expired, b_again)
 
 
 def test_invalid_cap_is_refused() -> None:

@@ -90,8 +90,8 @@ def isolation_app(**options: Any) -> Starlette:
 
 def all_entries(app: Starlette) -> dict[str, str]:
     store = store_of(app)
-    entries = {**store._probation, **store._protected}
-    return {key: dump(entry.state) for key, entry in entries.items()}
+    entries = {**store._probation.by_key, **store._protected.by_key}
+    return {key: dump(state) for key, state in entries.items()}
 
 
 def test_component_ids_never_reach_another_sessions_component() -> None:
