@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -205,3 +206,54 @@ async def test_a_change_on_one_worker_reaches_a_page_opened_at_that_moment_on_an
             worker.terminate()
             worker.wait(10)
         redis.Redis.from_url(redis_url).delete("faststate:state:{global:Poll}")
+
+
+ENTERED, RELEASE = threading.Event(), threading.Event()
+
+
+class Slow(ReactiveState):
+    count: int = 0
+
+    @event
+    async def bump(self) -> None:
+        ENTERED.set()
+        await asyncio.to_thread(RELEASE.wait, 5)
+        self.count += 1
+
+
+async def test_a_page_that_starts_watching_mid_event_still_gets_the_change(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Redis publishes only changes of watched instances, and the event asks
+    whether a page watches when it takes the lock.  A page whose stream opens
+    while the event runs is not missed: the save sees it and publishes."""
+    from faststate import RedisStore
+
+    ENTERED.clear()
+    RELEASE.clear()
+
+    async def page(request: Request) -> JSONResponse:
+        use_state(request, Slow)
+        stream = next(v for k, v in live(request).items() if k != "data-signals")
+        url = re.search(r'"(/_faststate/live\?t=[^"]+)"', stream)
+        assert url is not None
+        return JSONResponse({"url": url.group(1)})
+
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    app = state_app({Slow: StateScope.GLOBAL}, routes=[Route("/page", page)], store=store)
+    with run_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as a, httpx.AsyncClient(base_url=base) as b:
+            url = (await b.get("/page")).json()["url"]
+            bump = asyncio.create_task(a.post("/Slow/bump", headers=HEADERS, content="{}"))
+            assert await asyncio.to_thread(ENTERED.wait, 5)  # the event holds the lock
+            async with b.stream("GET", url, headers={"Datastar-Request": "true"}) as response:
+                stream = Stream(response)
+                assert await stream.nothing_within(0.3)  # watching, showing count 0
+                RELEASE.set()
+                assert (await bump).status_code == 200
+                assert (await stream.next(3)).signals == {"Slow": {"count": 1}}
+                # The lock was given back: the next event runs at once.
+                answer = await a.post("/Slow/bump", headers=HEADERS, content="{}")
+                assert answer.status_code == 200
+                assert (await stream.next(3)).signals == {"Slow": {"count": 2}}
+                stream.reader.cancel()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from faststate._protocol import ElementPatch
+from faststate._protocol import ElementPatch, dump_json
 from faststate._versions import same_incarnation
 
 #: Changes kept per instance for pages that reconnect or missed a message.
@@ -51,7 +51,7 @@ class Change:
         }
         if self.origin is not None:
             data["o"] = self.origin
-        return json.dumps(data, separators=(",", ":"))
+        return dump_json(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Change:

@@ -20,6 +20,7 @@ first script leaves the instance out and nothing is decoded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
@@ -47,6 +48,8 @@ from faststate._stores.locks import KeyLocks
 from faststate._versions import first_version
 
 T = TypeVar("T")
+
+logger = logging.getLogger("faststate")
 
 _RELEASE_RETRY = 0.05  # seconds between attempts to release a lock Redis did not confirm
 
@@ -78,15 +81,16 @@ end
 # KEYS[1] state; ARGV: expected version, new version, json, ttl ms (0: none).
 _SAVE_IF_CURRENT = _SAVE_LUA + "return save()\n"
 
-# KEYS[1] lock, KEYS[2] state; ARGV: token, lease ms, the version this process
-# keeps a copy of ('' none).  Takes the lock if free and answers {1, version, json}
-# (nil, nil: no instance; the json left out when the kept version is current),
-# else 0.
+# KEYS[1] lock, KEYS[2] state, KEYS[3] watch; ARGV: token, lease ms, the version
+# this process keeps a copy of ('' none).  Takes the lock if free and answers
+# {1, watched, version, json} (watched: 1 if a page watches the instance; nil,
+# nil: no instance; the json left out when the kept version is current), else 0.
 _LOCK_LOAD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local watched = redis.call('EXISTS', KEYS[3])
   local version = redis.call('HGET', KEYS[2], 'v')
-  if version and version == ARGV[3] then return {1, version} end
-  return {1, version, redis.call('HGET', KEYS[2], 'd')}
+  if version and version == ARGV[3] then return {1, watched, version} end
+  return {1, watched, version, redis.call('HGET', KEYS[2], 'd')}
 end
 return 0
 """
@@ -111,17 +115,37 @@ return 0
 
 # KEYS: state, lock, log, watch; ARGV: expected version, new version, json, ttl ms
 # (0: none), lock token, then the publication (PUBLISH_LUA, from ARGV[6]).  Saves if
-# the version is current and then publishes; releases the lock either way.
+# the version is current and then publishes; releases the lock either way and
+# answers 1 (saved) or 0, except for a publication of '?' (nobody watched when the
+# lock was taken, so the caller did not make one): if a page watches by now, it
+# saves, keeps the lock and answers 2, and the caller publishes and releases
+# (_PUBLISH_RELEASE), so that the page still sees the change, in order.
 _COMMIT = PUBLISH_LUA + _SAVE_LUA + """
 local saved = save()
-if saved == 1 then publish(3, 6) end
+if saved == 1 then
+  if ARGV[6] ~= '?' then
+    publish(3, 6)
+  elseif redis.call('EXISTS', KEYS[4]) == 1 then
+    return 2
+  end
+end
 if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
 return saved
 """
 
-_SCRIPTS = (_ADD, _SAVE_IF_CURRENT, _LOCK_LOAD, _EXTEND, _RELEASE, _COMMIT)
+# KEYS: log, watch, lock; ARGV: the publication (PUBLISH_LUA), then the lock token.
+_PUBLISH_RELEASE = PUBLISH_LUA + """
+publish(1, 1)
+if redis.call('GET', KEYS[3]) == ARGV[6] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+_SCRIPTS = (_ADD, _SAVE_IF_CURRENT, _LOCK_LOAD, _EXTEND, _RELEASE, _COMMIT, _PUBLISH_RELEASE)
 _SHA = {script: script_sha(script) for script in _SCRIPTS}
 _NO_PUBLICATION: list[str | int] = ["", "", 0, 0, "PUBLISH"]
+#: Nobody watched at the lock: publish only if a page watches by the commit.
+_IF_WATCHED: list[str | int] = ["?", "", 0, 0, "PUBLISH"]
+_SAVED_STILL_LOCKED = 2
 
 
 class RedisStore(StateStore):
@@ -338,11 +362,10 @@ class RedisStore(StateStore):
             await super().save_and_publish(key, state, ttl, lease, broker, change)
             return
         together = isinstance(broker, RedisBroker) and broker.shares(self.server, self.keys)
-        publication = (
-            broker.publication(change).args()
-            if change is not None and together and isinstance(broker, RedisBroker)
-            else _NO_PUBLICATION
-        )
+        publication = _NO_PUBLICATION
+        if change is not None and together and isinstance(broker, RedisBroker):
+            # An unwatched instance's change is not even encoded.
+            publication = broker.publication(change).args() if lease.watched else _IF_WATCHED
         keys = self.keys
         expected = stored_version(state)
         lease.stop()
@@ -353,13 +376,36 @@ class RedisStore(StateStore):
                 [expected, expected + 1, encode(state), _ms(ttl), lease.token, *publication],
             )
         )
-        lease.released = True  # the script gave the lock back, saved or not
         if not saved:
+            lease.released = True  # the script gave the lock back
             raise StaleState(f"{key} changed since version {expected} was loaded")
         set_stored_version(state, expected + 1)
         self._keep(key, state)
+        if saved == _SAVED_STILL_LOCKED and change is not None and isinstance(broker, RedisBroker):
+            # A page started watching during the event: a third round trip.
+            await self._publish_and_release(key, lease, broker.publication(change).args())
+        lease.released = True
         if change is not None and not together:
             await broker.publish(change)
+
+    async def _publish_and_release(
+        self, key: str, lease: _RenewedLease, publication: list[str | int]
+    ) -> None:
+        """Publish a saved change, then give the lock back.  The change is saved
+        whatever happens here: a failure is logged, the lock freed in the
+        background, and the watching page catches up when its stream reconnects."""
+        keys = self.keys
+        try:
+            await self._call(
+                self._script(
+                    _PUBLISH_RELEASE,
+                    [keys.log(key), keys.watch(key), keys.lock(key)],
+                    [*publication, lease.token],
+                )
+            )
+        except StoreUnavailable as exc:
+            logger.warning("faststate: %s was saved but not published: %s", key, exc)
+            self._in_background(self._release_token(key, lease.token, lease.valid_until))
 
     async def save_many(
         self, items: Sequence[tuple[str, ReactiveState, float | None]]
@@ -446,7 +492,7 @@ class RedisStore(StateStore):
 
         One deadline bounds the whole wait: ``lock_wait``, and ``socket_timeout``
         after Redis last answered (it moves on with every answer)."""
-        keys = [self.keys.lock(key), self.keys.state(key)]
+        keys = [self.keys.lock(key), self.keys.state(key), self.keys.watch(key)]
         # Only unique, never secret: the module's generator (seeded from the OS,
         # and again in a forked worker) costs no system call, as uuid4 does.
         token = f"{random.getrandbits(128):032x}"
@@ -467,7 +513,8 @@ class RedisStore(StateStore):
                         raise TimeoutError
                     taken = await self._script(_LOCK_LOAD, keys, args)
                     if taken:
-                        lease = _RenewedLease(self, key, token, sent, taken[1:])
+                        lease = _RenewedLease(self, key, token, sent, taken[2:])
+                        lease.watched = taken[1] == 1
                         lease.kept = kept
                         return lease
                     limit.reschedule(min(deadline, loop.time() + self.socket_timeout))
@@ -570,6 +617,7 @@ class _RenewedLease(Lease):
         "store",
         "token",
         "valid_until",
+        "watched",
     )
 
     def __init__(
@@ -580,6 +628,8 @@ class _RenewedLease(Lease):
         self.token = token
         self.record: Any = record
         self.kept: ReactiveState | None = None
+        #: Whether a page watched the instance when the lock was taken.
+        self.watched = True
         self.released = False
         # Counted from when the SET was sent: Redis started the expiry later.
         self.valid_until = sent + store.lock_lease
