@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,7 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
     redis_app = apps.faststate_app(store)
     memory_app = apps.faststate_app()
     try:
+        round_trips = [await _round_trip_s(count)]
         redis_s, memory_s = await _alternate(
             [
                 (redis_app, "/CounterState/increment", await session_cookie(redis_app)),
@@ -187,16 +189,38 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
             count,
             rounds,
         )
+        round_trips.append(await _round_trip_s(count))
     finally:
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(f"{store.prefix}*"):
             client.delete(key)
         await store.aclose()
+    round_trip_s = statistics.median(round_trips)
     return {
         "event_redis_us": redis_s * 1e6,
         "event_memory_us": memory_s * 1e6,
         "redis_vs_memory_ratio": redis_s / memory_s,
+        "redis_round_trip_us": round_trip_s * 1e6,
+        # What the ratio would be if a Redis event added nothing to the memory
+        # event but its two round trips: the machine's floor for the figure.
+        "redis_floor_ratio": (memory_s + 2 * round_trip_s) / memory_s,
     }
+
+
+async def _round_trip_s(count: int) -> float:
+    """Seconds per bare ``PING`` round trip on one kept asyncio connection: no
+    client library, nothing but the network, the event loop and Redis."""
+    parts = urllib.parse.urlsplit(REDIS_URL)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 6379)
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            writer.write(b"*1\r\n$4\r\nPING\r\n")
+            if await reader.readline() != b"+PONG\r\n":
+                raise RuntimeError("Redis did not answer PING with PONG")
+        return (time.perf_counter() - started) / count
+    finally:
+        writer.close()
 
 
 async def redis_round_trips(count: int) -> dict[str, float | None]:
