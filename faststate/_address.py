@@ -49,10 +49,15 @@ def site_of(registration: Registration, protocol: Dialect, root_path: str = "") 
     Root paths come from the server's configuration and mounts, not from
     requests, so there are only ever a few per registration.
     """
+    # Nearly always the one site the registration has: checked before the table.
+    site: Site | None = registration.last_site
+    if site is not None and site.protocol is protocol and site.root_path == root_path:
+        return site
     sites = registration.sites
-    site: Site | None = sites.get((protocol, root_path))
+    site = sites.get((protocol, root_path))
     if site is None:
         site = sites[protocol, root_path] = Site(registration, protocol, root_path)
+    registration.last_site = site
     return site
 
 

@@ -33,6 +33,7 @@ class Registration:
     #: Its ``_address.Site`` per dialect and root path (``site_of``; typed
     #: loosely because ``_address`` builds on this module).
     sites: dict[tuple[Dialect, str], Any] = field(default_factory=dict, repr=False)
+    last_site: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

@@ -74,10 +74,9 @@ class _Segment:
         _set_newer(state, None)
 
     def use(self, state: ReactiveState) -> None:
-        """Make ``state`` the most recently used."""
-        if state is not self.newest:
-            self._unlink(state)
-            self._link_newest(state)
+        """Make ``state``, not the newest, the most recently used."""
+        self._unlink(state)
+        self._link_newest(state)
 
     def oldest_entry(self) -> tuple[str, ReactiveState]:
         oldest = self.oldest
@@ -164,14 +163,21 @@ class MemoryStore(StateStore):
     def load_sync(self, key: str, cls: type[S]) -> S | None:
         now = self._clock()
         with self._mutex:
-            state = self._protected.by_key.get(key)
+            protected = self._protected
+            state = protected.by_key.get(key)
             if state is not None:
-                if _has_expired(state, now):
-                    self._remove(self._protected, key, state)
+                # The path of nearly every event, written out.
+                deadline: float | None = _get_deadline(state)
+                if deadline is not None and deadline <= now:
+                    self._remove(protected, key, state)
                     return None
                 if not isinstance(state, cls):
                     return None
-                self._touch(self._protected, state, now)
+                ttl: float | None = _get_ttl(state)
+                if ttl is not None:
+                    _set_deadline(state, now + ttl)
+                if state is not protected.newest:
+                    protected.use(state)
                 return state
             state = self._probation.by_key.get(key)
             if state is None:
@@ -240,7 +246,8 @@ class MemoryStore(StateStore):
         ttl: float | None = _get_ttl(state)
         if ttl is not None:
             _set_deadline(state, now + ttl)
-        segment.use(state)
+        if state is not segment.newest:
+            segment.use(state)
 
     def _promote(self, key: str, state: ReactiveState, now: float) -> None:
         self._probation.remove(key, state)
