@@ -377,6 +377,46 @@ async def test_only_watched_instances_log_and_publish_their_changes(
     await store.aclose()
 
 
+async def test_a_change_saved_while_a_page_began_watching_survives_a_failed_publication(
+    redis_prefix: str, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody watched when the event took the lock, a page did by its save: the
+    save keeps the lock for a third round trip that publishes and releases.  If
+    that one fails, the change stays saved (the event's 200 is the truth), the
+    failure is logged, and the lock is still given back at once."""
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    broker = RedisBroker(redis_url, prefix=redis_prefix)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    await _commit(store, broker, "k")  # exists, unwatched
+    script = store._script
+
+    async def publication_fails(source: str, keys: list[str], args: list[Any]) -> Any:
+        if "publish(1, 1)" in source:
+            raise redis.exceptions.ConnectionError("connection lost mid-event")
+        return await script(source, keys, args)
+
+    store._script = publication_fails  # type: ignore[method-assign]
+    async with store.lock("k") as lease:
+        state = await store.load_held("k", Tally, lease)
+        assert state is not None and state.count == 1
+        await client.set(store.keys.watch("k"), "1", px=5000)  # a page opens meanwhile
+        state.count += 1
+        change = Change("k", stored_version(state) + 1, {"count": state.count})
+        with caplog.at_level("WARNING", logger="faststate"):
+            await store.save_and_publish("k", state, None, lease, broker, change)
+    assert "was saved but not published" in caplog.text
+    store._script = script  # type: ignore[method-assign]
+    loaded = await store.load("k", Tally)
+    assert loaded is not None and loaded.count == 2
+    async with asyncio.timeout(1):  # released in the background, not after the lease
+        await asyncio.gather(*store._releasing)
+    assert not await client.get(store.keys.lock("k"))
+    assert await _commit(store, broker, "k") == stored_version(loaded) + 1
+    await client.aclose()
+    await broker.aclose()
+    await store.aclose()
+
+
 async def test_a_single_event_takes_two_round_trips(
     redis_prefix: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

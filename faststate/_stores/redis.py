@@ -383,17 +383,20 @@ class RedisStore(StateStore):
         self._keep(key, state)
         if saved == _SAVED_STILL_LOCKED and change is not None and isinstance(broker, RedisBroker):
             # A page started watching during the event: a third round trip.
-            await self._publish_and_release(key, lease, broker.publication(change).args())
+            publication = broker.publication(change).args()
+            lease.released = await self._publish_and_release(key, lease, publication)
+            return
         lease.released = True
         if change is not None and not together:
             await broker.publish(change)
 
     async def _publish_and_release(
         self, key: str, lease: _RenewedLease, publication: list[str | int]
-    ) -> None:
-        """Publish a saved change, then give the lock back.  The change is saved
-        whatever happens here: a failure is logged, the lock freed in the
-        background, and the watching page catches up when its stream reconnects."""
+    ) -> bool:
+        """Publish a saved change, then give the lock back; whether that was done.
+        The change is saved whatever happens here: a failure is logged (the lock's
+        exit gives the lock back), and the watching page catches up when its
+        stream reconnects."""
         keys = self.keys
         try:
             await self._call(
@@ -405,7 +408,8 @@ class RedisStore(StateStore):
             )
         except StoreUnavailable as exc:
             logger.warning("faststate: %s was saved but not published: %s", key, exc)
-            self._in_background(self._release_token(key, lease.token, lease.valid_until))
+            return False
+        return True
 
     async def save_many(
         self, items: Sequence[tuple[str, ReactiveState, float | None]]
