@@ -10,6 +10,7 @@ import secrets
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,7 +156,9 @@ class FastStateMiddleware:
             session_ttl=max_age if max_age is not None else DEFAULT_SESSION_TTL,
             observer=Observer(on_event),
         )
-        self._verified: dict[bytes, tuple[str, float]] = {}
+        # Ordered: the oldest goes first when full, at once (a dict's first
+        # key is found by walking past the holes its removals left).
+        self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._app: Any = None
         self._app_registry: Registry | None = None
         #: The app served, and its ExceptionMiddleware and router when nothing
@@ -307,7 +310,7 @@ class FastStateMiddleware:
             # The signature of a given cookie string never changes verdict:
             # remembering it spares two HMACs per request of a busy session.
             if len(self._verified) >= VERIFIED_COOKIES:
-                self._verified.pop(next(iter(self._verified)))
+                self._verified.popitem(last=False)
             self._verified[header] = verified
         session_id, signed_at = verified
         if self.max_age is None:
