@@ -12,7 +12,8 @@ and reads the instance (``_LOCK_LOAD``); another saves it if its version is
 still current, appends the change to the replay log and publishes it if a
 page watches the instance (when the broker shares this Redis), and releases
 the lock (``_COMMIT``).  Each round trip has one deadline (``socket_timeout``)
-instead of a timeout per command inside the client.  The instances this
+instead of a timeout per command inside the client, and the deadlines and
+lease renewals of all events share a few timers (``_deadlines``).  The instances this
 process saved last are kept: while the version in Redis is the kept one, the
 first script leaves the instance out and nothing is decoded.
 """
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as _RedisError
 
+from faststate._deadlines import Alarm, Alarms
 from faststate._live.broker import Broker, Change
 from faststate._live.presence import ViewerTable
 from faststate._live.redis_broker import RedisBroker
@@ -242,6 +244,8 @@ class RedisStore(StateStore):
         self._local = KeyLocks()
         self._kept: OrderedDict[str, ReactiveState] = OrderedDict()
         self._releasing: set[asyncio.Task[None]] = set()
+        # The event's round-trip deadlines and lease renewals, on shared timers.
+        self._alarms = Alarms()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -259,8 +263,10 @@ class RedisStore(StateStore):
 
     async def _call(self, call: Awaitable[T]) -> T:
         """One round trip, bounded by ``socket_timeout``; failures are ``StoreUnavailable``."""
+        deadline = asyncio.get_running_loop().time() + self.socket_timeout
         try:
-            return await bounded(call, self.socket_timeout)
+            async with self._alarms.deadline(deadline):
+                return await call
         except _RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         except TimeoutError:
@@ -508,7 +514,7 @@ class RedisStore(StateStore):
         poll = 0.002 + random.random() * 0.003
         try:
             first = min(deadline, loop.time() + self.socket_timeout)
-            async with asyncio.timeout_at(first) as limit:
+            async with self._alarms.deadline(first) as limit:
                 while True:
                     sent = loop.time()
                     if sent >= deadline:
@@ -644,8 +650,8 @@ class _RenewedLease(Lease):
         # has no running loop (a loop's clock can be read from any thread).
         self._loop = asyncio.get_running_loop()
         # The watchdog starts at the first renewal: most events end before it.
-        self._watchdog: asyncio.TimerHandle | asyncio.Task[None] = self._loop.call_later(
-            store.lock_lease / 3, self._start_renewing
+        self._watchdog: Alarm | asyncio.Task[None] = store._alarms.call_at(
+            self._loop.time() + store.lock_lease / 3, self._start_renewing
         )
 
     @property
