@@ -16,7 +16,7 @@ async def test_a_deadline_that_passes_inside_the_block_raises_timeout_error() ->
     with pytest.raises(TimeoutError):
         async with alarms.deadline(started + 0.05):
             await asyncio.sleep(5)
-    assert 0.05 <= loop.time() - started < 0.05 + TICK + 0.1
+    assert 0.05 <= loop.time() - started < 1  # not the 5 s the block would take
 
 
 async def test_a_block_done_in_time_is_left_alone_afterwards() -> None:
