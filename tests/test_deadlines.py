@@ -31,8 +31,8 @@ async def test_a_rescheduled_deadline_counts_from_its_new_time() -> None:
     alarms = Alarms()
     loop = asyncio.get_running_loop()
     async with alarms.deadline(loop.time() + 0.05) as limit:
-        limit.reschedule(loop.time() + 0.3)
-        await asyncio.sleep(0.15)
+        limit.reschedule(loop.time() + 5)
+        await asyncio.sleep(0.15)  # past the first time, well before the new one
     with pytest.raises(TimeoutError):
         async with alarms.deadline(loop.time() + 5) as limit:
             limit.reschedule(loop.time() + 0.05)
