@@ -32,14 +32,19 @@ class Site:
             None if registration.config.scope in CLIENT_PARAMS else registration.cls.__name__
         )
 
+    def namespace_of(self, scope_id: str) -> str:
+        """The page namespace of the instance ``scope_id`` names."""
+        if self.fixed_namespace is not None:
+            return self.fixed_namespace
+        registration = self.registration
+        return namespace(registration.cls.__name__, registration.config.scope, scope_id)
+
     def at(self, key: str) -> Address:
         """The address of the instance stored under ``key``."""
         space = self.fixed_namespace
         if space is None:
             parts = parse_key(key)
-            scope_id = "" if parts is None else parts.scope_id
-            registration = self.registration
-            space = namespace(registration.cls.__name__, registration.config.scope, scope_id)
+            space = self.namespace_of("" if parts is None else parts.scope_id)
         return Address(self, key, space)
 
 
@@ -90,12 +95,8 @@ class Address:
         """The address of the instance ``scope_id`` names (and ``session``, for
         SESSION and COMPONENT scopes)."""
         site = site_of(registration, protocol, root_path)
-        name = registration.cls.__name__
-        key = instance_key(registration.config.scope, name, scope_id, session)
-        space = site.fixed_namespace
-        if space is None:
-            space = namespace(name, registration.config.scope, scope_id)
-        return cls(site, key, space)
+        key = instance_key(registration.config.scope, registration.cls.__name__, scope_id, session)
+        return cls(site, key, site.namespace_of(scope_id))
 
     @property
     def scope_id(self) -> str:

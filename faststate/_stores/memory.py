@@ -36,6 +36,13 @@ _get_newer: Final = NEWER_SLOT.__get__
 _set_newer: Final = NEWER_SLOT.__set__
 
 
+def _slide(state: ReactiveState, now: float) -> None:
+    """Restart the instance's ttl (expiry slides with every use)."""
+    ttl: float | None = _get_ttl(state)
+    if ttl is not None:
+        _set_deadline(state, now + ttl)
+
+
 def _has_expired(state: ReactiveState, now: float) -> bool:
     deadline: float | None = _get_deadline(state)
     return deadline is not None and deadline <= now
@@ -166,7 +173,8 @@ class MemoryStore(StateStore):
             protected = self._protected
             state = protected.by_key.get(key)
             if state is not None:
-                # The path of nearly every event, written out.
+                # The path of nearly every event, written out (``_has_expired``,
+                # ``_touch``): a call each is a good part of its cost.
                 deadline: float | None = _get_deadline(state)
                 if deadline is not None and deadline <= now:
                     self._remove(protected, key, state)
@@ -243,18 +251,14 @@ class MemoryStore(StateStore):
 
     @staticmethod
     def _touch(segment: _Segment, state: ReactiveState, now: float) -> None:
-        ttl: float | None = _get_ttl(state)
-        if ttl is not None:
-            _set_deadline(state, now + ttl)
+        _slide(state, now)
         if state is not segment.newest:
             segment.use(state)
 
     def _promote(self, key: str, state: ReactiveState, now: float) -> None:
         self._probation.remove(key, state)
         self._protected.append(key, state)
-        ttl: float | None = _get_ttl(state)
-        if ttl is not None:
-            _set_deadline(state, now + ttl)
+        _slide(state, now)
         while len(self._protected) > self.max_protected:
             demoted_key, demoted = self._protected.oldest_entry()
             self._protected.remove(demoted_key, demoted)
