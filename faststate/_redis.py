@@ -215,10 +215,16 @@ class Router:
 
     async def script(self, script: str, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script whose keys share one slot, on the node that owns them."""
+        lane = self._single_lane
+        if lane is not None:  # one server: no slots to look up, no MOVED to follow
+            return await lane.script(script, sha, keys, args)
         return await self.on_lane(keys[0], lambda lane: lane.script(script, sha, keys, args))
 
     async def execute(self, key: str, *command: Any) -> Any:
         """One command on ``key``, on the lane of the node that owns it."""
+        lane = self._single_lane
+        if lane is not None:
+            return await lane.execute(*command)
         return await self.on_lane(key, lambda lane: lane.execute(*command))
 
     async def on_lane(self, key: str, command: Callable[[Lane], Awaitable[T]]) -> T:
@@ -382,6 +388,17 @@ class RedisKeys:
 
     def channel(self, key: str) -> str:
         return self._name("push", key)
+
+    def of_event(self, key: str) -> tuple[str, str, str, str]:
+        """The state, lock, log and watch keys of one instance: all an event
+        uses, named once for it."""
+        prefix, tag = self.prefix, f"{{{key}}}"
+        return (
+            f"{prefix}state:{tag}",
+            f"{prefix}lock:{tag}",
+            f"{prefix}log:{tag}",
+            f"{prefix}watch:{tag}",
+        )
 
     def viewers(self, key: str) -> str:
         return self._name("viewers", key)

@@ -28,16 +28,18 @@ S = TypeVar("S", bound=ReactiveState)
 def encode(state: ReactiveState) -> str:
     """JSON of everything the instance keeps on the server."""
     cls = type(state)
-    computed = set(cls.__pydantic_computed_fields__)
-    excluded = _excluded_fields(cls)
+    computed, excluded = _fields_plan(cls)
     if excluded:
-        fields: dict[str, Any] = state.model_dump(mode="json", exclude=computed or None)
+        fields: dict[str, Any] = state.model_dump(mode="json", exclude=computed)
         for name in excluded:
             adapter = _field_adapter(cls, name)
             fields[name] = adapter.dump_python(state.__dict__[name], mode="json")
         fields_json = json.dumps(fields, separators=(",", ":"))
-    else:  # the usual case: pydantic writes the JSON itself, at a third of the cost
-        fields_json = state.model_dump_json(exclude=computed or None)
+    else:
+        # The usual case: pydantic writes the JSON itself, at a third of the
+        # cost, and its serializer straight away (what ``model_dump_json``
+        # calls, with every keyword spelled out: half the cost again).
+        fields_json = cls.__pydantic_serializer__.to_json(state, exclude=computed).decode()
     private: dict[str, Any] = {}
     for name, value in (state.__pydantic_private__ or {}).items():
         try:
@@ -79,8 +81,13 @@ def _known(cls: type[ReactiveState], fields: Any) -> dict[str, Any]:
 
 
 @cache
-def _excluded_fields(cls: type[ReactiveState]) -> tuple[str, ...]:
-    return tuple(name for name, info in cls.__pydantic_fields__.items() if info.exclude is True)
+def _fields_plan(cls: type[ReactiveState]) -> tuple[set[str] | None, tuple[str, ...]]:
+    """What ``encode`` leaves to pydantic's serializer: computed fields are not
+    stored (None: none to leave out), and the ``Field(exclude=True)`` fields
+    it would leave out are written separately."""
+    computed = set(cls.__pydantic_computed_fields__) or None
+    excluded = tuple(name for name, info in cls.__pydantic_fields__.items() if info.exclude is True)
+    return computed, excluded
 
 
 @cache

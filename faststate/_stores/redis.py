@@ -24,8 +24,9 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError
@@ -244,6 +245,7 @@ class RedisStore(StateStore):
         self._local = KeyLocks()
         self._kept: OrderedDict[str, ReactiveState] = OrderedDict()
         self._releasing: set[asyncio.Task[None]] = set()
+        self._publisher: tuple[Broker, bool] | None = None
         # The event's round-trip deadlines and lease renewals, on shared timers.
         self._alarms = Alarms()
 
@@ -367,18 +369,17 @@ class RedisStore(StateStore):
         if not isinstance(lease, _RenewedLease) or lease.store is not self:
             await super().save_and_publish(key, state, ttl, lease, broker, change)
             return
-        together = isinstance(broker, RedisBroker) and broker.shares(self.server, self.keys)
+        together = self._publishes_with(broker)
         publication = _NO_PUBLICATION
         if change is not None and together and isinstance(broker, RedisBroker):
             # An unwatched instance's change is not even encoded.
             publication = broker.publication(change).args() if lease.watched else _IF_WATCHED
-        keys = self.keys
         expected = stored_version(state)
         lease.stop()
         saved = await self._call(
             self._script(
                 _COMMIT,
-                [keys.state(key), keys.lock(key), keys.log(key), keys.watch(key)],
+                list(lease.names),
                 [expected, expected + 1, encode(state), _ms(ttl), lease.token, *publication],
             )
         )
@@ -395,6 +396,16 @@ class RedisStore(StateStore):
         lease.released = True
         if change is not None and not together:
             await broker.publish(change)
+
+    def _publishes_with(self, broker: Broker) -> bool:
+        """Whether this store's commit script publishes ``broker``'s changes
+        (same Redis, same key names); worked out once per broker."""
+        known = self._publisher
+        if known is not None and known[0] is broker:
+            return known[1]
+        together = isinstance(broker, RedisBroker) and broker.shares(self.server, self.keys)
+        self._publisher = (broker, together)
+        return together
 
     async def _publish_and_release(
         self, key: str, lease: _RenewedLease, publication: list[str | int]
@@ -471,38 +482,16 @@ class RedisStore(StateStore):
         await self._call(self._router.call(name, lambda c: c.delete(name)))
 
     def lock(self, key: str) -> AbstractAsyncContextManager[Lease]:
-        return self._locked(key)
-
-    @asynccontextmanager
-    async def _locked(self, key: str) -> AsyncIterator[Lease]:
-        # One deadline for the queue in this process and for Redis: a waiter
-        # behind others is answered within lock_wait, not after each of them.
-        deadline = asyncio.get_running_loop().time() + self.lock_wait
-        # Waiters of this process queue locally, so only one of them polls Redis.
-        local = self._local.hold(key)
-        if key in self._local:  # others of this process hold it or wait: queue
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await local.__aenter__()
-            except TimeoutError:
-                raise StoreUnavailable(f"{key} stayed locked for {self.lock_wait}s") from None
-        else:
-            await local.__aenter__()  # free: taken at once
-        try:
-            lease = await self._acquire(key, deadline)
-            try:
-                yield lease
-            finally:
-                await self._release(lease)
-        finally:
-            await local.__aexit__(None, None, None)
+        return _Locked(self, key)
 
     async def _acquire(self, key: str, deadline: float) -> _RenewedLease:
         """Take the lock and read the instance with it, polling while another holds it.
 
         One deadline bounds the whole wait: ``lock_wait``, and ``socket_timeout``
         after Redis last answered (it moves on with every answer)."""
-        keys = [self.keys.lock(key), self.keys.state(key), self.keys.watch(key)]
+        names = self.keys.of_event(key)
+        state_key, lock_key, _, watch_key = names
+        keys = [lock_key, state_key, watch_key]
         # Only unique, never secret: the module's generator (seeded from the OS,
         # and again in a forked worker) costs no system call, as uuid4 does.
         token = f"{random.getrandbits(128):032x}"
@@ -523,7 +512,7 @@ class RedisStore(StateStore):
                         raise TimeoutError
                     taken = await self._script(_LOCK_LOAD, keys, args)
                     if taken:
-                        lease = _RenewedLease(self, key, token, sent, taken[2:])
+                        lease = _RenewedLease(self, key, names, token, sent, taken[2:])
                         lease.watched = taken[1] == 1
                         lease.kept = kept
                         return lease
@@ -606,6 +595,53 @@ class RedisStore(StateStore):
             self._sync_client.close()
 
 
+class _Locked:
+    """``async with store.lock(key)``: the instance's lock in this process, then
+    in Redis.  A class of its own, not an ``asynccontextmanager``: every event
+    enters one, and a generator-based one costs it a few microseconds more."""
+
+    __slots__ = ("_key", "_lease", "_local", "_store")
+
+    def __init__(self, store: RedisStore, key: str) -> None:
+        self._store = store
+        self._key = key
+        self._local = store._local.hold(key)
+        self._lease: _RenewedLease | None = None
+
+    async def __aenter__(self) -> Lease:
+        store, key, local = self._store, self._key, self._local
+        # One deadline for the queue in this process and for Redis: a waiter
+        # behind others is answered within lock_wait, not after each of them.
+        deadline = asyncio.get_running_loop().time() + store.lock_wait
+        # Waiters of this process queue locally, so only one of them polls Redis.
+        if key in store._local:  # others of this process hold it or wait: queue
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await local.__aenter__()
+            except TimeoutError:
+                raise StoreUnavailable(f"{key} stayed locked for {store.lock_wait}s") from None
+        else:
+            await local.__aenter__()  # free: taken at once
+        try:
+            self._lease = await store._acquire(key, deadline)
+        except BaseException:
+            await local.__aexit__(None, None, None)
+            raise
+        return self._lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self._lease is not None:
+                await self._store._release(self._lease)
+        finally:
+            await self._local.__aexit__(None, None, None)
+
+
 class _RenewedLease(Lease):
     """The Redis lock of one running event, renewed every third of its lease.
 
@@ -622,6 +658,7 @@ class _RenewedLease(Lease):
         "_watchdog",
         "kept",
         "key",
+        "names",
         "record",
         "released",
         "store",
@@ -631,10 +668,18 @@ class _RenewedLease(Lease):
     )
 
     def __init__(
-        self, store: RedisStore, key: str, token: str, sent: float, record: Any
+        self,
+        store: RedisStore,
+        key: str,
+        names: tuple[str, str, str, str],
+        token: str,
+        sent: float,
+        record: Any,
     ) -> None:
         self.store = store
         self.key = key
+        #: The instance's state, lock, log and watch keys (``RedisKeys.of_event``).
+        self.names = names
         self.token = token
         self.record: Any = record
         self.kept: ReactiveState | None = None
