@@ -392,13 +392,7 @@ class RedisKeys:
     def of_event(self, key: str) -> tuple[str, str, str, str]:
         """The state, lock, log and watch keys of one instance: all an event
         uses, named once for it."""
-        prefix, tag = self.prefix, f"{{{key}}}"
-        return (
-            f"{prefix}state:{tag}",
-            f"{prefix}lock:{tag}",
-            f"{prefix}log:{tag}",
-            f"{prefix}watch:{tag}",
-        )
+        return self.state(key), self.lock(key), self.log(key), self.watch(key)
 
     def viewers(self, key: str) -> str:
         return self._name("viewers", key)
