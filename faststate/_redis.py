@@ -392,7 +392,8 @@ class RedisKeys:
     def of_event(self, key: str) -> tuple[str, str, str, str]:
         """The state, lock, log and watch keys of one instance: all an event
         uses, named once for it."""
-        return self.state(key), self.lock(key), self.log(key), self.watch(key)
+        name = self._name
+        return name("state", key), name("lock", key), name("log", key), name("watch", key)
 
     def viewers(self, key: str) -> str:
         return self._name("viewers", key)
