@@ -171,7 +171,10 @@ async def guard_asgi(
         if key in _GUARD_HEADERS
     }
     limit = settings.max_body_size
-    refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, limit)
+    content_type = media_type(headers.get("content-type"))
+    refusal = check_event_request(
+        headers, headers.get("host"), settings.trusted_origins, limit, content_type
+    )
     if refusal is not None:
         return refusal
     slow_bodies = settings.slow_bodies
@@ -196,7 +199,6 @@ async def guard_asgi(
     if refusal is not None:
         return refusal
     raw = b"".join(parts)
-    content_type = media_type(headers.get("content-type"))
     if content_type in JSON_TYPES:  # what the Datastar client sends: no coroutine for it
         values = parse_signals(raw)
     else:
@@ -297,8 +299,11 @@ def check_event_request(
     host: str | None,
     trusted_origins: frozenset[str],
     max_body_size: int,
+    content_type: str | None = None,
 ) -> Refusal | None:
-    """Why a request may not reach an event, or None when it may."""
+    """Why a request may not reach an event, or None when it may.
+
+    ``content_type``: the request's media type, if the caller worked it out already."""
     if headers.get("datastar-request") is None:
         return Refusal(403, "event requests must come from Datastar (Datastar-Request header)")
     origin = headers.get("origin")
@@ -306,7 +311,8 @@ def check_event_request(
     same_origin = _same_origin(headers.get("sec-fetch-site"), origin, host)
     if same_origin is False and not trusted:
         return Refusal(403, "cross-site event requests are refused")
-    content_type = media_type(headers.get("content-type"))
+    if content_type is None:
+        content_type = media_type(headers.get("content-type"))
     if content_type in FORM_TYPES:
         if not (same_origin or trusted):
             return Refusal(403, "form bodies are accepted only from the same origin")
@@ -363,7 +369,9 @@ def parse_signals(raw: bytes) -> dict[str, Any] | Refusal:
         return Refusal(400, "request body is not valid JSON")
     if not isinstance(data, dict):
         return Refusal(400, "request body must be a JSON object of signals")
-    if _SURROGATE_ESCAPE.search(raw) and not _utf8_safe(data):
+    # The substring test first: the regular expression costs more, and
+    # bodies without escapes are most of them.
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) and not _utf8_safe(data):
         # JSON can spell half a UTF-16 pair; no UTF-8 page or stream can carry it.
         return Refusal(400, "request body has an unpaired surrogate")
     # Counting brackets is cheap; only a body with enough of them is walked.
