@@ -180,8 +180,7 @@ async def redis_vs_memory(count: int, rounds: int) -> dict[str, float | None]:
     redis_app = apps.faststate_app(store)
     memory_app = apps.faststate_app()
     memory_cookie = await session_cookie(memory_app)
-    parts = urllib.parse.urlsplit(REDIS_URL)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 6379)
+    reader, writer = await _bare_connection()
     try:
         round_trips = [await _round_trip_s(count)]
         redis_s, memory_s, floor_s = await _alternate(
@@ -224,30 +223,34 @@ def _around_round_trips(
     """``app`` with a bare ``PING`` round trip to Redis before and after each request,
     as a Redis event has its lock-and-load before the method and its save after it."""
 
-    async def ping() -> None:
-        writer.write(b"*1\r\n$4\r\nPING\r\n")
-        if await reader.readline() != b"+PONG\r\n":
-            raise RuntimeError("Redis did not answer PING with PONG")
-
     async def around(scope: Any, receive: Any, send: Any) -> None:
-        await ping()
+        await _ping(reader, writer)
         await app(scope, receive, send)
-        await ping()
+        await _ping(reader, writer)
 
     return around
+
+
+async def _bare_connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain asyncio connection to the benchmarks' Redis: no client library."""
+    parts = urllib.parse.urlsplit(REDIS_URL)
+    return await asyncio.open_connection(parts.hostname, parts.port or 6379)
+
+
+async def _ping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"*1\r\n$4\r\nPING\r\n")
+    if await reader.readline() != b"+PONG\r\n":
+        raise RuntimeError("Redis did not answer PING with PONG")
 
 
 async def _round_trip_s(count: int) -> float:
     """Seconds per bare ``PING`` round trip on one kept asyncio connection: no
     client library, nothing but the network, the event loop and Redis."""
-    parts = urllib.parse.urlsplit(REDIS_URL)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 6379)
+    reader, writer = await _bare_connection()
     try:
         started = time.perf_counter()
         for _ in range(count):
-            writer.write(b"*1\r\n$4\r\nPING\r\n")
-            if await reader.readline() != b"+PONG\r\n":
-                raise RuntimeError("Redis did not answer PING with PONG")
+            await _ping(reader, writer)
         return (time.perf_counter() - started) / count
     finally:
         writer.close()
