@@ -391,7 +391,7 @@ class RedisStore(StateStore):
         if saved == _SAVED_STILL_LOCKED and change is not None and isinstance(broker, RedisBroker):
             # A page started watching during the event: a third round trip.
             publication = broker.publication(change).args()
-            lease.released = await self._publish_and_release(key, lease, publication)
+            lease.released = await self._publish_and_release(lease, publication)
             return
         lease.released = True
         if change is not None and not together:
@@ -408,23 +408,23 @@ class RedisStore(StateStore):
         return together
 
     async def _publish_and_release(
-        self, key: str, lease: _RenewedLease, publication: list[str | int]
+        self, lease: _RenewedLease, publication: list[str | int]
     ) -> bool:
         """Publish a saved change, then give the lock back; whether that was done.
         The change is saved whatever happens here: a failure is logged (the lock's
         exit gives the lock back), and the watching page catches up when its
         stream reconnects."""
-        keys = self.keys
+        _, lock_key, log_key, watch_key = lease.names
         try:
             await self._call(
                 self._script(
                     _PUBLISH_RELEASE,
-                    [keys.log(key), keys.watch(key), keys.lock(key)],
+                    [log_key, watch_key, lock_key],
                     [*publication, lease.token],
                 )
             )
         except StoreUnavailable as exc:
-            logger.warning("faststate: %s was saved but not published: %s", key, exc)
+            logger.warning("faststate: %s was saved but not published: %s", lease.key, exc)
             return False
         return True
 
