@@ -148,10 +148,20 @@ class GuardSettings(Protocol):
     def slow_bodies(self) -> SlowBodies: ...
 
 
-#: What ``check_event_request`` and the body parsers read of a request.
-_GUARD_HEADERS: Final = frozenset(
-    (b"datastar-request", b"origin", b"sec-fetch-site", b"host", b"content-type", b"content-length")
-)
+#: What ``check_event_request`` and the body parsers read of a request, by the
+#: name the request spells it with.  The names are taken from here rather than
+#: decoded: no text is made, nor hashed as a key, for them on each request.
+_GUARD_HEADERS: Final = {
+    name.encode(): name
+    for name in (
+        "datastar-request",
+        "origin",
+        "sec-fetch-site",
+        "host",
+        "content-type",
+        "content-length",
+    )
+}
 
 
 async def guard_asgi(
@@ -166,7 +176,7 @@ async def guard_asgi(
     # ASGI header names are lower-case already: one pass builds the lookup, of
     # the headers the guard reads only (cookies and the like are left encoded).
     headers = {
-        key.decode("latin-1"): value.decode("latin-1")
+        _GUARD_HEADERS[key]: value.decode("latin-1")
         for key, value in scope["headers"]
         if key in _GUARD_HEADERS
     }

@@ -308,7 +308,8 @@ class ReactiveState(SQLModel):
 
     def __getattribute__(self, name: str) -> Any:
         value = _getattribute(self, name)
-        if name[0] != "_" and isinstance(value, _MUTABLE):
+        # The type first: most values read (numbers, text, methods) end it there.
+        if isinstance(value, _MUTABLE) and name[0] != "_":
             try:
                 tracker = _get_tracker(self)
             except AttributeError:

@@ -469,17 +469,27 @@ async def test_the_copy_a_worker_keeps_is_used_only_while_current(
             st.text(st.characters(exclude_categories=("Cs",))),
             st.integers(),
             st.binary(),
+            st.binary().map(memoryview),
             st.floats(allow_nan=False),
         ),
         max_size=8,
-    )
+    ),
+    st.sampled_from(["utf-8", "UTF8", "latin-1"]),
 )
-def test_event_commands_go_out_byte_for_byte_as_redis_py_writes_them(arguments: list[Any]) -> None:
+def test_event_commands_go_out_byte_for_byte_as_redis_py_writes_them(
+    arguments: list[Any], encoding: str
+) -> None:
     # The lanes write commands themselves; a byte astray would corrupt a
     # stored instance or a key, not merely slow an event.
-    connection = redis.asyncio.Connection()
+    connection = redis.asyncio.Connection(encoding=encoding)
     command = ("EVALSHA", *arguments)
-    assert _packed(connection, command) == b"".join(connection.pack_command(*command))
+    try:
+        expected = b"".join(connection.pack_command(*command))
+    except UnicodeEncodeError:  # text the connection's encoding cannot write
+        with pytest.raises(UnicodeEncodeError):
+            _packed(connection, command)
+        return
+    assert _packed(connection, command) == expected
 
 
 def test_commands_redis_cannot_take_are_refused_as_redis_py_refuses_them() -> None:
@@ -509,6 +519,45 @@ async def test_commands_beyond_the_connection_limit_wait_their_turn_for_pool_tim
         answers = await asyncio.gather(*(lane.execute("PING") for _ in range(20)))
         assert answers == [b"PONG"] * 20
     finally:
+        await router.aclose()
+
+
+async def test_a_command_that_gives_up_waiting_takes_no_turn_with_it(
+    redis_url: str, redis_prefix: str
+) -> None:
+    router = Router(Server.of(redis_url), max_connections=2, pool_timeout=5, connect_timeout=5)
+    lane = await router.lane(f"{redis_prefix}k")
+    other = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        # Both connections busy until the lists get an item; three commands wait.
+        busy = [
+            asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list{n}", 2))
+            for n in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(lane.execute("PING")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        waiting[0].cancel()  # its client went away while it waited
+        await other.rpush(f"{redis_prefix}list0", "a")
+        await other.rpush(f"{redis_prefix}list1", "b")
+        assert [await task for task in busy] == [
+            [f"{redis_prefix}list0".encode(), b"a"],
+            [f"{redis_prefix}list1".encode(), b"b"],
+        ]
+        assert await asyncio.gather(*waiting[1:]) == [b"PONG", b"PONG"]
+        with pytest.raises(asyncio.CancelledError):
+            await waiting[0]
+        # Both turns came back: two commands run side by side again, at once.
+        started = time.monotonic()
+        both = [
+            asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list{n}", 0.3))
+            for n in range(2)
+        ]
+        assert await asyncio.gather(*both) == [None, None]
+        assert time.monotonic() - started < 0.55
+    finally:
+        await other.delete(f"{redis_prefix}list0", f"{redis_prefix}list1")
+        await other.aclose()
         await router.aclose()
 
 
