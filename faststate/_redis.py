@@ -375,8 +375,9 @@ def _packed(connection: Any, command: tuple[Any, ...]) -> bytes:
 
     hiredis packs it in C, at a third of the cost, whenever the connection
     encodes text as strict UTF-8 (redis-py's default) and every argument is a
-    str, int, float, bytes or memoryview, which it writes as redis-py does; anything else
-    goes through redis-py, which also refuses what Redis cannot take."""
+    str, int, float, bytes or memoryview, which it writes as redis-py does;
+    anything else goes through redis-py, which also refuses what Redis cannot
+    take."""
     encoder = connection.encoder
     if encoder.encoding_errors == "strict" and encoder.encoding.lower() in _UTF8:
         try:
