@@ -164,22 +164,41 @@ _GUARD_HEADERS: Final = {
 }
 
 
+def read_headers(scope: Scope) -> tuple[dict[str, str], bytes | None]:
+    """What the guard reads of a request's headers, by name, and its cookies as
+    they came: one pass over them (the middleware reads the cookies of every
+    request, the guard the rest of every event's).
+
+    The cookies of several ``Cookie`` fields come joined as one: HTTP/2 lets a
+    browser split them (Chrome does), and some servers pass the fields on
+    as they came."""
+    headers: dict[str, str] = {}
+    cookies: bytes | None = None
+    for key, value in scope["headers"]:
+        name = _GUARD_HEADERS.get(key)
+        if name is not None:
+            headers[name] = value.decode("latin-1")
+        elif key == b"cookie":
+            cookies = bytes(value) if cookies is None else b"; ".join((cookies, value))
+    return headers, cookies
+
+
 async def guard_asgi(
-    scope: Scope, receive: Receive, send: Send, settings: GuardSettings
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    settings: GuardSettings,
+    headers: Mapping[str, str] | None = None,
 ) -> Refusal | Receive:
     """Guard an event request before the app sees it.
 
     The body is buffered here so that no later reader (FastHTML's form
     parsing included) can be made to read more than the limit; the app
-    receives it replayed.
+    receives it replayed.  ``headers``: ``read_headers``'s, if the caller read
+    them already.
     """
-    # ASGI header names are lower-case already: one pass builds the lookup, of
-    # the headers the guard reads only (cookies and the like are left encoded).
-    headers = {
-        _GUARD_HEADERS[key]: value.decode("latin-1")
-        for key, value in scope["headers"]
-        if key in _GUARD_HEADERS
-    }
+    if headers is None:
+        headers = read_headers(scope)[0]
     limit = settings.max_body_size
     content_type = media_type(headers.get("content-type"))
     refusal = check_event_request(

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route, Router, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faststate._context import CONTEXT_KEY, RequestContext
-from faststate._guards import Refusal, SlowBodies, guard_asgi, refusal_response
+from faststate._guards import Refusal, SlowBodies, guard_asgi, read_headers, refusal_response
 from faststate._live.broker import Broker
 from faststate._live.presence import Presence
 from faststate._observe import REFUSED, WATCH_KEY, EventHook, Observer
@@ -189,7 +189,8 @@ class FastStateMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        session_id, refresh = self._read_cookie(scope)
+        headers, cookies = read_headers(scope)
+        session_id, refresh = self._read_cookie(cookies)
         context = RequestContext(self.runtime, scope.get("app"), session_id)
         scope[CONTEXT_KEY] = context
         if scope["type"] == "websocket":
@@ -206,7 +207,7 @@ class FastStateMiddleware:
                 watch = scope[WATCH_KEY] = runtime.observer.watch()
                 policy = registry.uploads.get(path)
                 if policy is None:
-                    guarded = await guard_asgi(scope, receive, send, runtime)
+                    guarded = await guard_asgi(scope, receive, send, runtime, headers)
                 else:
                     uploads = scope[UPLOADS_KEY] = Uploads()
                     guarded = await guard_uploads(scope, receive, send, runtime, policy, uploads)
@@ -288,9 +289,9 @@ class FastStateMiddleware:
 
         return lifespan_send
 
-    def _read_cookie(self, scope: Scope) -> tuple[str | None, bool]:
-        """The session id of a valid cookie, and whether to re-issue it."""
-        header = _raw_header(scope, b"cookie")
+    def _read_cookie(self, header: bytes | None) -> tuple[str | None, bool]:
+        """The session id of a valid cookie in the request's ``Cookie`` header, and
+        whether to re-issue it."""
         if header is None:
             return None, False
         # Remembered by the whole header, as it came: a returning browser sends
@@ -455,14 +456,6 @@ def _secret_keys(secret_key: SecretKey | None, store: StateStore) -> list[str | 
     if not keys or any(not key for key in keys):
         raise ValueError("secret_key must not be empty")
     return keys
-
-
-def _raw_header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of a request header as it came (``name`` lower-case)."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 def _cookie_value(header: str | None, name: str) -> str | None:

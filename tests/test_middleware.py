@@ -206,6 +206,33 @@ def test_tampered_cookie_gives_a_fresh_session() -> None:
     assert reissued is not None and not reissued.startswith(session_id)
 
 
+def test_cookies_split_over_several_fields_keep_the_session() -> None:
+    # Over HTTP/2 a browser may send each cookie in a Cookie field of its own
+    # (Chrome does), and some ASGI servers pass the fields on as they came.
+    app = make_app()
+    with TestClient(app) as client:
+        fire(client, "/Counter/increment", amount=5)
+        cookie = session_cookie(client)
+    split = [("cookie", "theme=dark"), ("cookie", f"{COOKIE}={cookie}"), ("cookie", "lang=en")]
+    with TestClient(app) as client:
+        page = client.get("/", headers=split)
+        assert page.json() == {"count": 5}
+        assert "set-cookie" not in page.headers
+        answer = client.post(
+            "/Counter/increment?amount=2",
+            content=b"{}",
+            headers=[
+                ("datastar-request", "true"),
+                ("content-type", "application/json"),
+                ("sec-fetch-site", "same-origin"),
+                *split,
+            ],
+        )
+        assert answer.status_code == 200 and "set-cookie" not in answer.headers
+        assert '"count":7' in answer.text
+        assert client.get("/", headers=split).json() == {"count": 7}
+
+
 def test_unsigned_cookie_value_is_not_a_session() -> None:
     app = make_app()
     with TestClient(app) as client:
