@@ -308,8 +308,7 @@ class ReactiveState(SQLModel):
 
     def __getattribute__(self, name: str) -> Any:
         value = _getattribute(self, name)
-        # The type first: most values read (numbers, text, methods) end it there.
-        if isinstance(value, _MUTABLE) and name[0] != "_":
+        if name[0] != "_" and isinstance(value, _MUTABLE):
             try:
                 tracker = _get_tracker(self)
             except AttributeError:
@@ -337,7 +336,9 @@ class ReactiveState(SQLModel):
         if tracker is not None:
             if name not in tracker.saved:
                 if name in fields:
-                    tracker.remember(self, name, self.__dict__.get(name, _MISSING), deep=False)
+                    # Read past __getattribute__: no frame of its own for it.
+                    held = _getattribute(self, "__dict__").get(name, _MISSING)
+                    tracker.remember(self, name, held, deep=False)
                 else:
                     private = _private_of(self)
                     if private is not None and name in private:
