@@ -616,13 +616,16 @@ def over_http(seconds: int, rounds: int) -> dict[str, float | None]:
     ratio (a neighbour's burst on the shared machine then spoils one round,
     not the figure).  ``http_ratio`` is against the hand-written counter,
     which never reads the body; ``http_ratio_reading`` against the same
-    counter reading the page's signals with datastar-py's ``read_signals``."""
+    counter reading the page's signals with datastar-py's ``read_signals``.
+    ``http_cpu_ratio`` is the server process's CPU time per request, the
+    hand-written counter's over faststate's (less noisy than requests per
+    second: a neighbour's burst slows the server and wrk alike)."""
     if shutil.which("wrk") is None:
         print("over_http skipped: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return {"http_ratio": None}
     import httpx
 
-    targets: dict[str, tuple[str, str]] = {}
+    targets: dict[str, tuple[str, str, int]] = {}
     servers: list[subprocess.Popen[bytes]] = []
     try:
         for name in ("faststate", "handwritten", "handwritten_reading"):
@@ -633,14 +636,18 @@ def over_http(seconds: int, rounds: int) -> dict[str, float | None]:
                 if name == "faststate"
                 else apps.handwritten_cookie()
             )
-            targets[name] = (base, cookie)
+            targets[name] = (base, cookie, server.pid)
             _wrk(base, cookie, 1)  # warm up: first-use costs are not the steady state
         results: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}
         order = list(targets)
         for _ in range(rounds):
             for name in order:
-                base, cookie = targets[name]
-                results[name].append(_wrk(base, cookie, seconds))
+                base, cookie, pid = targets[name]
+                before = _cpu_seconds(pid)
+                rps, requests = _wrk(base, cookie, seconds)
+                cpu[name].append((_cpu_seconds(pid) - before) / requests)
+                results[name].append(rps)
             order.reverse()  # neither app always runs first
     finally:
         for server in servers:
@@ -657,10 +664,23 @@ def over_http(seconds: int, rounds: int) -> dict[str, float | None]:
         "http_ratio": ratio("handwritten"),
         "http_handwritten_reading_rps": statistics.median(results["handwritten_reading"]),
         "http_ratio_reading": ratio("handwritten_reading"),
+        "http_cpu_us_faststate": statistics.median(cpu["faststate"]) * 1e6,
+        "http_cpu_us_handwritten": statistics.median(cpu["handwritten"]) * 1e6,
+        "http_cpu_ratio": statistics.median(
+            h / f for f, h in zip(cpu["faststate"], cpu["handwritten"], strict=True)
+        ),
     }
 
 
-def _wrk(base: str, cookie: str, seconds: int) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(base: str, cookie: str, seconds: int) -> tuple[float, int]:
+    """Requests per second, and requests answered, of one wrk run."""
     script = f"""
 wrk.method = "POST"
 wrk.body = "{{}}"
@@ -690,9 +710,10 @@ wrk.headers["Cookie"] = "{cookie}"
         os.unlink(handle.name)
     if "Non-2xx" in output:
         raise RuntimeError(f"wrk saw errors:\n{output}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match, output
-    return float(match.group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    answered = re.search(r"(\d+) requests in", output)
+    assert rate and answered, output
+    return float(rate.group(1)), int(answered.group(1))
 
 
 TARGETS = {
