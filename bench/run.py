@@ -618,8 +618,8 @@ def over_http(seconds: int, rounds: int) -> dict[str, float | None]:
     which never reads the body; ``http_ratio_reading`` against the same
     counter reading the page's signals with datastar-py's ``read_signals``.
     ``http_cpu_ratio`` is the server process's CPU time per request, the
-    hand-written counter's over faststate's (less noisy than requests per
-    second: a neighbour's burst slows the server and wrk alike)."""
+    hand-written counter's over faststate's: what the server spends on a
+    request, whatever wrk and the neighbours took of the machine meanwhile."""
     if shutil.which("wrk") is None:
         print("over_http skipped: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return {"http_ratio": None}
