@@ -188,17 +188,15 @@ async def guard_asgi(
     receive: Receive,
     send: Send,
     settings: GuardSettings,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str],
 ) -> Refusal | Receive:
     """Guard an event request before the app sees it.
 
     The body is buffered here so that no later reader (FastHTML's form
     parsing included) can be made to read more than the limit; the app
-    receives it replayed.  ``headers``: ``read_headers``'s, if the caller read
-    them already.
+    receives it replayed.  ``headers``: the request's, as ``read_headers``
+    gives them.
     """
-    if headers is None:
-        headers = read_headers(scope)[0]
     limit = settings.max_body_size
     content_type = media_type(headers.get("content-type"))
     refusal = check_event_request(

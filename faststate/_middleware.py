@@ -210,7 +210,9 @@ class FastStateMiddleware:
                     guarded = await guard_asgi(scope, receive, send, runtime, headers)
                 else:
                     uploads = scope[UPLOADS_KEY] = Uploads()
-                    guarded = await guard_uploads(scope, receive, send, runtime, policy, uploads)
+                    guarded = await guard_uploads(
+                        scope, receive, send, runtime, policy, uploads, headers
+                    )
                 if isinstance(guarded, Refusal):
                     if not guarded.answered:
                         await refusal_response(guarded)(scope, receive, send)

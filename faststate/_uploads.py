@@ -269,24 +269,26 @@ async def guard_uploads(
     settings: UploadSettings,
     policy: UploadPolicy,
     uploads: Uploads,
+    headers: Mapping[str, str],
 ) -> Refusal | Receive:
     """``guard_asgi`` for an event with upload parameters: the same checks, with the
     event's limit (never below ``max_body_size``) and the ``slow_uploads`` deadline;
-    a multipart body is streamed into ``uploads`` rather than buffered."""
-    headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+    a multipart body is streamed into ``uploads`` rather than buffered.
+    ``headers``: the request's, as ``read_headers`` gives them."""
     content_type = media_type(headers.get("content-type"))
     limit = _limit(content_type, policy, settings)
     if limit is None:
-        return await guard_asgi(scope, receive, send, settings)
+        return await guard_asgi(scope, receive, send, settings, headers)
     cap = DISCARD_FACTOR * limit
-    refusal = check_event_request(headers, headers.get("host"), settings.trusted_origins, cap)
+    refusal = check_event_request(
+        headers, headers.get("host"), settings.trusted_origins, cap, content_type
+    )
     if refusal is not None:
         return refusal
     length = headers.get("content-length")
     if content_type in JSON_TYPES and (length is None or int(length) <= limit):
-        return await guard_asgi(
-            scope, receive, send, _Limits(settings.trusted_origins, limit, settings.slow_uploads)
-        )
+        limits = _Limits(settings.trusted_origins, limit, settings.slow_uploads)
+        return await guard_asgi(scope, receive, send, limits, headers)
     slow_uploads = settings.slow_uploads
     watched = slow_uploads.watch(send)
     try:
