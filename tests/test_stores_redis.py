@@ -10,7 +10,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -500,12 +501,27 @@ def test_commands_redis_cannot_take_are_refused_as_redis_py_refuses_them() -> No
         _packed(connection, ("SET", "k", None))
 
 
+@asynccontextmanager
+async def _lane(
+    redis_url: str, key: str, connections: int, pool_timeout: float
+) -> AsyncIterator[Any]:
+    """The lane of ``key`` on a router of its own, with ``connections`` connections."""
+    router = Router(
+        Server.of(redis_url),
+        max_connections=connections,
+        pool_timeout=pool_timeout,
+        connect_timeout=5,
+    )
+    try:
+        yield await router.lane(key)
+    finally:
+        await router.aclose()
+
+
 async def test_commands_beyond_the_connection_limit_wait_their_turn_for_pool_timeout(
     redis_url: str, redis_prefix: str
 ) -> None:
-    router = Router(Server.of(redis_url), max_connections=1, pool_timeout=0.3, connect_timeout=5)
-    lane = await router.lane(f"{redis_prefix}k")
-    try:
+    async with _lane(redis_url, f"{redis_prefix}k", 1, pool_timeout=0.3) as lane:
         # The one connection is busy for a second (BLPOP on an empty list):
         # the next command waits pool_timeout for it, then fails plainly.
         busy = asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}empty", 1))
@@ -518,67 +534,61 @@ async def test_commands_beyond_the_connection_limit_wait_their_turn_for_pool_tim
         # Once free, commands queue and all get their answer, one at a time.
         answers = await asyncio.gather(*(lane.execute("PING") for _ in range(20)))
         assert answers == [b"PONG"] * 20
-    finally:
-        await router.aclose()
 
 
 async def test_a_command_that_gives_up_waiting_takes_no_turn_with_it(
     redis_url: str, redis_prefix: str
 ) -> None:
-    router = Router(Server.of(redis_url), max_connections=2, pool_timeout=5, connect_timeout=5)
-    lane = await router.lane(f"{redis_prefix}k")
     other = redis.asyncio.Redis.from_url(redis_url)
     try:
-        # Both connections busy until the lists get an item; three commands wait.
-        busy = [
-            asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list{n}", 2))
-            for n in range(2)
-        ]
-        await asyncio.sleep(0.05)
-        waiting = [asyncio.create_task(lane.execute("PING")) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        waiting[0].cancel()  # its client went away while it waited
-        await other.rpush(f"{redis_prefix}list0", "a")
-        await other.rpush(f"{redis_prefix}list1", "b")
-        assert [await task for task in busy] == [
-            [f"{redis_prefix}list0".encode(), b"a"],
-            [f"{redis_prefix}list1".encode(), b"b"],
-        ]
-        assert await asyncio.gather(*waiting[1:]) == [b"PONG", b"PONG"]
-        with pytest.raises(asyncio.CancelledError):
-            await waiting[0]
-        # Both turns came back: two commands run side by side again, at once.
-        started = time.monotonic()
-        both = [
-            asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list{n}", 0.3))
-            for n in range(2)
-        ]
-        assert await asyncio.gather(*both) == [None, None]
-        assert time.monotonic() - started < 0.55
+        async with _lane(redis_url, f"{redis_prefix}k", 2, pool_timeout=5) as lane:
+            # Both connections busy until the lists get an item; three commands wait.
+            busy = [
+                asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list{n}", 2))
+                for n in range(2)
+            ]
+            await asyncio.sleep(0.05)
+            waiting = [asyncio.create_task(lane.execute("PING")) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            waiting[0].cancel()  # its client went away while it waited
+            await other.rpush(f"{redis_prefix}list0", "a")
+            await other.rpush(f"{redis_prefix}list1", "b")
+            assert [await task for task in busy] == [
+                [f"{redis_prefix}list0".encode(), b"a"],
+                [f"{redis_prefix}list1".encode(), b"b"],
+            ]
+            assert await asyncio.gather(*waiting[1:]) == [b"PONG", b"PONG"]
+            with pytest.raises(asyncio.CancelledError):
+                await waiting[0]
+            # Both turns came back: two commands run side by side again, at once.
+            started = time.monotonic()
+            both = [
+                asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list{n}", 0.3))
+                for n in range(2)
+            ]
+            assert await asyncio.gather(*both) == [None, None]
+            assert time.monotonic() - started < 0.55
     finally:
         await other.delete(f"{redis_prefix}list0", f"{redis_prefix}list1")
         await other.aclose()
-        await router.aclose()
 
 
 async def test_a_command_cut_short_never_hands_its_reply_to_the_next(
     redis_url: str, redis_prefix: str
 ) -> None:
-    router = Router(Server.of(redis_url), max_connections=1, pool_timeout=5, connect_timeout=5)
-    lane = await router.lane(f"{redis_prefix}k")
     other = redis.asyncio.Redis.from_url(redis_url)
     try:
-        await other.set(f"{redis_prefix}k", "mine")
-        # Cancelled while Redis holds its reply back (an event whose client left).
-        waiting = asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list", 2))
-        await asyncio.sleep(0.1)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        await other.rpush(f"{redis_prefix}list", "late")  # the cut command's reply, if it lived
-        # The only connection was closed, not reused: the next command gets its own reply.
-        assert await lane.execute("GET", f"{redis_prefix}k") == b"mine"
+        async with _lane(redis_url, f"{redis_prefix}k", 1, pool_timeout=5) as lane:
+            await other.set(f"{redis_prefix}k", "mine")
+            # Cancelled while Redis holds its reply back (an event whose client left).
+            waiting = asyncio.create_task(lane.execute("BLPOP", f"{redis_prefix}list", 2))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await other.rpush(f"{redis_prefix}list", "late")  # the cut command's reply, if it lived
+            # The only connection was closed, not reused: the next command gets its own reply.
+            assert await lane.execute("GET", f"{redis_prefix}k") == b"mine"
     finally:
         await other.delete(f"{redis_prefix}k", f"{redis_prefix}list")
         await other.aclose()
-        await router.aclose()
