@@ -10,6 +10,8 @@ rebuild the address when asked.
 
 from __future__ import annotations
 
+from typing import Final
+
 from faststate._protocol import Dialect
 from faststate._registry import Registration
 from faststate._scopes import CLIENT_PARAMS, StateScope, instance_key, namespace, parse_key
@@ -21,7 +23,12 @@ class Site:
     idle instance holds a reference to it instead of an address of its own.
     """
 
-    __slots__ = ("fixed_namespace", "protocol", "registration", "root_path")
+    __slots__ = ("addresses", "fixed_namespace", "protocol", "registration", "root_path")
+
+    #: Addresses a site remembers, by the ids that name them: a returning
+    #: session's event finds its address instead of building it (a key, a
+    #: namespace and an object per event, a good part of a small event's cost).
+    REMEMBERED: Final = 2048
 
     def __init__(self, registration: Registration, protocol: Dialect, root_path: str) -> None:
         self.registration = registration
@@ -31,6 +38,22 @@ class Site:
         self.fixed_namespace: str | None = (
             None if registration.config.scope in CLIENT_PARAMS else registration.cls.__name__
         )
+        self.addresses: dict[tuple[str, str | None], Address] = {}
+
+    def address(self, scope_id: str, session: str | None) -> Address:
+        """The address of the instance ``scope_id`` (and ``session``) names."""
+        ids = (scope_id, session)
+        address = self.addresses.get(ids)
+        if address is None:
+            registration = self.registration
+            scope, name = registration.config.scope, registration.cls.__name__
+            key = instance_key(scope, name, scope_id, session)
+            address = Address(self, key, self.namespace_of(scope_id))
+            addresses = self.addresses
+            if len(addresses) >= self.REMEMBERED:  # the first remembered goes first
+                del addresses[next(iter(addresses))]
+            addresses[ids] = address
+        return address
 
     def namespace_of(self, scope_id: str) -> str:
         """The page namespace of the instance ``scope_id`` names."""
@@ -94,9 +117,7 @@ class Address:
     ) -> Address:
         """The address of the instance ``scope_id`` names (and ``session``, for
         SESSION and COMPONENT scopes)."""
-        site = site_of(registration, protocol, root_path)
-        key = instance_key(registration.config.scope, registration.cls.__name__, scope_id, session)
-        return cls(site, key, site.namespace_of(scope_id))
+        return site_of(registration, protocol, root_path).address(scope_id, session)
 
     @property
     def scope_id(self) -> str:

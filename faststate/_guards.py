@@ -206,26 +206,16 @@ async def guard_asgi(
         return refusal
     slow_bodies = settings.slow_bodies
     watched = slow_bodies.watch(send)
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            refusal = Refusal(400, "client disconnected")
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            refusal = Refusal(413, f"request body over {limit} bytes")
-            break
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            break
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        raw: bytes = message.get("body", b"")  # the whole body in one message: the usual
+        refusal = Refusal(413, f"request body over {limit} bytes") if len(raw) > limit else None
+    else:
+        raw, refusal = await _rest_of_body(message, receive, limit)
     if not slow_bodies.done(watched, send):
         return _ANSWERED
     if refusal is not None:
         return refusal
-    raw = b"".join(parts)
     if content_type in JSON_TYPES:  # what the Datastar client sends: no coroutine for it
         values = parse_signals(raw)
     else:
@@ -234,6 +224,26 @@ async def guard_asgi(
         return values
     scope[VALUES_KEY] = values
     return replaying(raw, receive)
+
+
+async def _rest_of_body(
+    first: Message, receive: Receive, limit: int
+) -> tuple[bytes, Refusal | None]:
+    """The body of a request whose ``first`` message did not carry all of it."""
+    parts: list[bytes] = []
+    size = 0
+    message = first
+    while True:
+        if message["type"] == "http.disconnect":
+            return b"", Refusal(400, "client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", Refusal(413, f"request body over {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts), None
+        message = await receive()
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:

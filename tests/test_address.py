@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from faststate import ReactiveState, StateConfig, StateScope
-from faststate._address import Address
+from faststate._address import Address, Site, site_of
 from faststate._protocol import get_protocol
 from faststate._registry import Registry, add_registration
 from faststate._scopes import KeyParts, instance_key, parse_key
@@ -113,3 +113,18 @@ def test_namespaces_are_injective() -> None:
     spaces = {_address(StateScope.RECORD, rid).namespace for rid in ids}
     assert len(spaces) == len(ids)
     assert all(space.replace("_", "").isalnum() for space in spaces)
+
+
+def test_a_site_remembers_addresses_up_to_its_bound() -> None:
+    """Returning sessions reuse their address; a server seeing ever new sessions
+    holds no more than ``Site.REMEMBERED`` of them, and every one stays right."""
+    registration = add_registration(Registry(), Doc, StateConfig(scope=StateScope.SESSION), "")
+    protocol = get_protocol("v1")
+    first = Address.of(registration, "s0", "s0", protocol)
+    assert Address.of(registration, "s0", "s0", protocol) is first
+    for number in range(Site.REMEMBERED + 10):
+        address = Address.of(registration, f"s{number}", f"s{number}", protocol)
+        assert (address.key, address.namespace) == (f"session:Doc:s{number}", "Doc")
+    assert len(site_of(registration, protocol).addresses) == Site.REMEMBERED
+    again = Address.of(registration, "s0", "s0", protocol)
+    assert again is not first and again.key == first.key

@@ -327,6 +327,57 @@ async def test_streamed_body_over_limit_without_content_length_is_413() -> None:
     assert await app_count(app) == 1
 
 
+async def test_a_body_in_several_pieces_reaches_the_event_whole() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b'{"ti', b'tle": "spl', b'it", "amount": 2}'):
+            yield piece
+
+    app = starlette_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        headers = {**DATASTAR, "Sec-Fetch-Site": "same-origin"}
+        response = await client.post(URL, content=pieces(), headers=headers)
+        assert response.status_code == 200
+        assert (await client.get("/")).json() == {"count": 2, "title": "split"}
+
+
+async def test_a_client_leaving_mid_body_changes_nothing() -> None:
+    app = starlette_app()
+    messages: list[Message] = []
+    arriving = iter(
+        [
+            {"type": "http.request", "body": b'{"title": "ha', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> Message:
+        return next(arriving)
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"t"),
+            (b"datastar-request", b"true"),
+            (b"content-type", b"application/json"),
+            (b"sec-fetch-site", b"same-origin"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+    await app(scope, receive, send)
+    assert messages[0]["status"] == 400
+    assert await app_count(app) == 0
+
+
 async def app_count(app: Any) -> int:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
