@@ -31,6 +31,7 @@ from typing import (
     get_origin,
 )
 
+import pydantic.main
 from pydantic import BaseModel
 from sqlmodel import Field, SQLModel
 
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from fastcore.xml import FT
 
 _getattribute: Final = object.__getattribute__
+#: The handler pydantic memoizes (``__pydantic_setattr_handlers__``) for a field
+#: set without validation; absent from a pydantic release, no handler is it.
+_PLAIN_FIELD_SETATTR: Final = getattr(pydantic.main, "_model_field_setattr_handler", object())
 _MUTABLE: Final = (list, dict, set, bytearray, BaseModel)
 _MISSING: Final = object()
 _IMMUTABLE: Final = frozenset(
@@ -353,8 +357,18 @@ class ReactiveState(SQLModel):
                 f"use `async with mutate(request, {type(self).__name__}) as state:` "
                 "(or an @event method), which locks, saves and pushes the change"
             )
-        if name in fields and _getattribute(self, "__pydantic_fields_set__") is _NO_FIELDS_SET:
-            object.__setattr__(self, "__pydantic_fields_set__", set())
+        if name in fields:
+            fields_set = _getattribute(self, "__pydantic_fields_set__")
+            if fields_set is _NO_FIELDS_SET:
+                fields_set = set()
+                object.__setattr__(self, "__pydantic_fields_set__", fields_set)
+            if type(self).__pydantic_setattr_handlers__.get(name) is _PLAIN_FIELD_SETATTR:
+                # What pydantic's handler for the field does, without the three
+                # attribute reads of this instance (each a call of
+                # __getattribute__ above) it takes to do it.
+                _getattribute(self, "__dict__")[name] = value
+                fields_set.add(name)
+                return
         # Straight to pydantic: SQLModel's own __setattr__ only matters for
         # table models, which a ReactiveState never is.
         BaseModel.__setattr__(self, name, value)

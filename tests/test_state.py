@@ -9,7 +9,14 @@ from enum import Enum
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, computed_field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    ValidationError,
+    computed_field,
+)
 from sqlmodel import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -455,6 +462,11 @@ def test_validate_assignment_classes_keep_their_own_fields_set() -> None:
     first, second = Strict(), Strict()
     first.count = "4"  # type: ignore[assignment]  # validated on assignment
     assert (first.count, first.model_fields_set, second.model_fields_set) == (4, {"count"}, set())
+    second.count = "5"  # type: ignore[assignment]  # and every time after
+    assert (second.count, second.model_fields_set) == (5, {"count"})
+    with pytest.raises(ValidationError):
+        second.count = "five"  # type: ignore[assignment]
+    assert second.count == 5
 
 
 def test_a_rolled_back_event_leaves_the_fields_set_as_it_was() -> None:
