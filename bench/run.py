@@ -27,6 +27,7 @@ import tempfile
 import time
 import tracemalloc
 import urllib.parse
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
@@ -790,7 +791,20 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    python = f"Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu}, {os.cpu_count()} cores, {python}; faststate {build()}"
+
+
+def build() -> str:
+    """Which faststate the figures are of: pure Python, or the compiled build
+    (``setup.py``) with how many of its modules compiled."""
+    compiled = [
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("faststate.")
+        and (getattr(module, "__file__", None) or "").endswith(tuple(EXTENSION_SUFFIXES))
+    ]
+    return f"compiled by mypyc ({len(compiled)} modules)" if compiled else "pure Python"
 
 
 #: Where the notes written by hand begin in RESULTS.md: what follows is kept
