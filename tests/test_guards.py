@@ -257,12 +257,9 @@ def test_declared_content_length_over_limit_is_413_before_reading() -> None:
         assert state_of(client)["count"] == 0
 
 
-@pytest.mark.parametrize("length", [b"\xb2", b"1_0", b" 2", b"-1"])
-async def test_a_content_length_that_is_no_number_is_400(length: bytes) -> None:
-    """Latin-1 "²" passes str.isdigit but not int(): still a clear 400, never a 500."""
-    app = starlette_app()
-    messages: list[dict[str, Any]] = []
-    scope = {
+def event_scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    """The ASGI scope of a same-origin Datastar POST to the event, with ``headers`` more."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -277,11 +274,19 @@ async def test_a_content_length_that_is_no_number_is_400(length: bytes) -> None:
             (b"datastar-request", b"true"),
             (b"sec-fetch-site", b"same-origin"),
             (b"content-type", b"application/json"),
-            (b"content-length", length),
+            *headers,
         ],
         "client": ("127.0.0.1", 1),
         "server": ("t", 80),
     }
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"1_0", b" 2", b"-1"])
+async def test_a_content_length_that_is_no_number_is_400(length: bytes) -> None:
+    """Latin-1 "²" passes str.isdigit but not int(): still a clear 400, never a 500."""
+    app = starlette_app()
+    messages: list[dict[str, Any]] = []
+    scope = event_scope((b"content-length", length))
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
@@ -357,23 +362,7 @@ async def test_a_client_leaving_mid_body_changes_nothing() -> None:
     async def send(message: Message) -> None:
         messages.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": URL,
-        "raw_path": URL.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"t"),
-            (b"datastar-request", b"true"),
-            (b"content-type", b"application/json"),
-            (b"sec-fetch-site", b"same-origin"),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("t", 80),
-    }
-    await app(scope, receive, send)
+    await app(event_scope(), receive, send)
     assert messages[0]["status"] == 400
     assert await app_count(app) == 0
 
