@@ -2,11 +2,11 @@
 
 faststate is pure Python.  Built with ``FASTSTATE_COMPILE=1``, an install or a
 wheel also carries the modules every event runs through compiled by mypyc, the
-compiler that comes with mypy: an event then costs about a fifth less.  mypyc
-reads the types of faststate's dependencies, so the build runs where they are
-installed::
+compiler that comes with mypy: faststate's part of an event then costs about a
+fifth less.  mypyc reads the types of faststate's dependencies, so the build
+runs where they are installed::
 
-    pip install mypy==2.4.1
+    pip install mypy==2.4.1 setuptools wheel
     FASTSTATE_COMPILE=1 pip install --no-build-isolation .
 
 An editable install is never compiled: the sources being edited must be what runs.

@@ -50,9 +50,11 @@ if TYPE_CHECKING:
     from fastcore.xml import FT
 
 _getattribute: Final = object.__getattribute__
-#: The handler pydantic memoizes (``__pydantic_setattr_handlers__``) for a field
-#: set without validation; absent from a pydantic release, no handler is it.
+#: The handler pydantic (2.11 and later) memoizes in a class's
+#: ``__pydantic_setattr_handlers__`` for a field set without validation; with a
+#: pydantic that has none, no handler is it and fields are set through pydantic.
 _PLAIN_FIELD_SETATTR: Final = getattr(pydantic.main, "_model_field_setattr_handler", object())
+_NO_HANDLERS: Final[dict[str, Any]] = {}
 _MUTABLE: Final = (list, dict, set, bytearray, BaseModel)
 _MISSING: Final = object()
 _IMMUTABLE: Final = frozenset(
@@ -362,7 +364,8 @@ class ReactiveState(SQLModel):
             if fields_set is _NO_FIELDS_SET:
                 fields_set = set()
                 object.__setattr__(self, "__pydantic_fields_set__", fields_set)
-            if type(self).__pydantic_setattr_handlers__.get(name) is _PLAIN_FIELD_SETATTR:
+            handlers = getattr(type(self), "__pydantic_setattr_handlers__", _NO_HANDLERS)
+            if handlers.get(name) is _PLAIN_FIELD_SETATTR:
                 # What pydantic's handler for the field does, without the three
                 # attribute reads of this instance (each a call of
                 # __getattribute__ above) it takes to do it.

@@ -117,7 +117,7 @@ def test_namespaces_are_injective() -> None:
 
 def test_a_site_remembers_addresses_up_to_its_bound() -> None:
     """Returning sessions reuse their address; a server seeing ever new sessions
-    holds no more than ``Site.REMEMBERED`` of them, and every one stays right."""
+    holds no more than ``Site.REMEMBERED`` of them, and every one is right."""
     registration = add_registration(Registry(), Doc, StateConfig(scope=StateScope.SESSION), "")
     protocol = get_protocol("v1")
     first = Address.of(registration, "s0", "s0", protocol)
@@ -125,6 +125,6 @@ def test_a_site_remembers_addresses_up_to_its_bound() -> None:
     for number in range(Site.REMEMBERED + 10):
         address = Address.of(registration, f"s{number}", f"s{number}", protocol)
         assert (address.key, address.namespace) == (f"session:Doc:s{number}", "Doc")
-    assert len(site_of(registration, protocol).addresses) == Site.REMEMBERED
+        assert len(site_of(registration, protocol).addresses) <= Site.REMEMBERED
     again = Address.of(registration, "s0", "s0", protocol)
     assert again is not first and again.key == first.key
