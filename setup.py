@@ -55,7 +55,7 @@ def compiled_modules() -> list[Any]:
             "FASTSTATE_COMPILE=1 needs mypyc where the build runs: "
             "pip install mypy==2.4.1, then build with --no-build-isolation"
         ) from None
-    return list(mypycify(COMPILED, opt_level="3", group_name="faststate"))
+    return mypycify(COMPILED, group_name="faststate")
 
 
 if __name__ == "__main__":  # so that scripts/test-compiled can read COMPILED
